@@ -1,0 +1,133 @@
+"""Staff management of the registry. Status changes go through the same service as the API."""
+from django.contrib import admin, messages
+
+from apps.endpoints import selectors, services
+from apps.endpoints.exceptions import RegistryError
+from apps.endpoints.models import (
+    ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
+)
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "owner", "created_at"]
+    search_fields = ["name", "owner"]
+
+
+def _status_action(status):
+    def action(modeladmin, request, queryset):
+        for mlmodel in queryset:
+            try:
+                services.mlmodel_status_set(
+                    mlmodel=mlmodel, status=status, created_by=request.user.get_username()
+                )
+            except RegistryError as exc:
+                modeladmin.message_user(request, f"{mlmodel}: {exc.detail}", messages.ERROR)
+            else:
+                modeladmin.message_user(request, f"{mlmodel} is now {status}", messages.SUCCESS)
+
+    action.__name__ = f"set_status_{status}"
+    return admin.action(description=f"Set status: {status}")(action)
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = "current status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return Status.choices
+
+    def queryset(self, request, queryset):
+        return queryset.filter(current_status=self.value()) if self.value() else queryset
+
+
+class MLModelStatusInline(admin.TabularInline):
+    model = MLModelStatus
+    fields = ["status", "active", "created_by", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["-id"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(MLModel)
+class MLModelAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "version", "endpoint", "current_status", "accuracy", "owner",
+                    "created_at"]
+    list_filter = [StatusFilter, "endpoint", "name"]
+    search_fields = ["name", "version", "description", "owner"]
+    readonly_fields = ["artifact_sha256", "created_at"]
+    inlines = [MLModelStatusInline]
+    actions = [_status_action(s) for s in Status.values if s != Status.AB_TESTING]
+
+    def get_queryset(self, request):
+        return selectors.mlmodel_list()
+
+    @admin.display(ordering="current_status")
+    def current_status(self, obj):
+        return obj.current_status
+
+    @admin.display(description="accuracy (offline)")
+    def accuracy(self, obj):
+        value = obj.metrics.get("accuracy")
+        return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+@admin.register(MLModelStatus)
+class MLModelStatusAdmin(admin.ModelAdmin):
+    list_display = ["id", "mlmodel", "status", "active", "created_by", "created_at"]
+    list_filter = ["status", "active", "endpoint"]
+    search_fields = ["mlmodel__name", "created_by"]
+    list_select_related = ["mlmodel"]
+
+    # History is written only by the status service, which keeps one active status per model.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(MLRequest)
+class MLRequestAdmin(admin.ModelAdmin):
+    list_display = ["id", "mlmodel", "response", "feedback", "correct", "ab_test", "created_at"]
+    list_filter = ["mlmodel", "ab_test", ("feedback", admin.EmptyFieldListFilter), "created_at"]
+    search_fields = ["response", "feedback"]
+    date_hierarchy = "created_at"
+    list_select_related = ["mlmodel"]
+    readonly_fields = ["mlmodel", "ab_test", "input_data", "full_response", "response",
+                       "feedback", "feedback_at", "created_at"]
+
+    @admin.display(boolean=True)
+    def correct(self, obj):
+        return None if obj.feedback is None else obj.feedback == obj.response
+
+    def has_add_permission(self, request):
+        return False
+
+
+class ABTestArmInline(admin.TabularInline):
+    model = ABTestArm
+    fields = ["mlmodel", "weight"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ABTest)
+class ABTestAdmin(admin.ModelAdmin):
+    list_display = ["id", "title", "endpoint", "created_by", "created_at", "ended_at"]
+    list_filter = ["endpoint"]
+    search_fields = ["title", "created_by", "summary"]
+    readonly_fields = ["title", "endpoint", "created_by", "created_at", "ended_at", "summary",
+                       "results"]
+    inlines = [ABTestArmInline]
+
+    def has_add_permission(self, request):
+        return False

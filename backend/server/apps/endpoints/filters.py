@@ -1,0 +1,37 @@
+import django_filters
+
+from apps.endpoints.models import MLModel, MLModelStatus, MLRequest, Status
+
+
+class MLModelFilter(django_filters.FilterSet):
+    endpoint_name = django_filters.CharFilter(field_name="endpoint__name")
+    status = django_filters.ChoiceFilter(
+        choices=Status.choices, method="filter_status", help_text="The model's active status."
+    )
+
+    class Meta:
+        model = MLModel
+        fields = ["endpoint", "endpoint_name", "name", "version", "status"]
+
+    def filter_status(self, queryset, name, value):
+        return queryset.filter(current_status=value)
+
+
+class MLModelStatusFilter(django_filters.FilterSet):
+    class Meta:
+        model = MLModelStatus
+        fields = ["mlmodel", "status", "active"]
+
+
+class MLRequestFilter(django_filters.FilterSet):
+    has_feedback = django_filters.BooleanFilter(
+        field_name="feedback", lookup_expr="isnull", exclude=True,
+        help_text="true: only requests with feedback; false: only those still waiting for it.",
+    )
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = MLRequest
+        fields = ["mlmodel", "ab_test", "response", "feedback", "has_feedback",
+                  "created_after", "created_before"]

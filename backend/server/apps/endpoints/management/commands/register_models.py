@@ -1,0 +1,78 @@
+"""Register the trained models in the database: idempotent, safe to run from several processes.
+
+Reads research/artifacts/manifest.json (written by research/train.py), creates the endpoint and
+one MLModel per entry with its artifact path, sha256 and offline metrics, and gives each new model
+its first status. Running it again creates nothing twice; an entry whose artifact was retrained
+gets its checksum and metrics updated. It is the only way models enter the registry at start-up:
+importing wsgi.py writes nothing.
+"""
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError, transaction
+
+from apps.endpoints import services
+from apps.endpoints.exceptions import Conflict
+from apps.endpoints.models import Endpoint, MLModel, Status
+
+ENDPOINT = "classifier"
+OWNER = "ml-team"
+# The first status each model gets when it is registered; later changes go through the API.
+INITIAL_STATUS = {"random forest": Status.PRODUCTION, "extra trees": Status.TESTING}
+
+
+class Command(BaseCommand):
+    help = "Register the models listed in the artifacts manifest (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--manifest", type=Path, default=None,
+                            help="default: ML_ARTIFACTS_DIR/manifest.json")
+        parser.add_argument("--endpoint", default=ENDPOINT)
+
+    def handle(self, *args, manifest=None, endpoint=ENDPOINT, **options):
+        manifest = manifest or Path(settings.ML_ARTIFACTS_DIR) / "manifest.json"
+        if not manifest.is_file():
+            raise CommandError(
+                f"{manifest} does not exist: train the models first (python research/train.py)"
+            )
+        entries = json.loads(manifest.read_text())["models"]
+        endpoint_obj = self._endpoint(endpoint)
+        for entry in entries:
+            self._register(endpoint_obj, entry)
+
+    def _endpoint(self, name):
+        try:
+            return Endpoint.objects.get_or_create(name=name, defaults={"owner": OWNER})[0]
+        except IntegrityError:  # created by a concurrent run between our get and create
+            return Endpoint.objects.get(name=name)
+
+    def _register(self, endpoint, entry):
+        label = f"{entry['name']} {entry['version']}"
+        existing = MLModel.objects.filter(
+            endpoint=endpoint, name=entry["name"], version=entry["version"]
+        ).first()
+        if existing is None:
+            try:
+                services.mlmodel_create(
+                    endpoint=endpoint, name=entry["name"], version=entry["version"],
+                    code=entry["code"], owner=OWNER, description=entry.get("description", ""),
+                    artifact_path=entry["artifact"], artifact_sha256=entry["sha256"],
+                    metrics=entry["metrics"], classes=entry["classes"],
+                    status=INITIAL_STATUS.get(entry["name"], Status.TESTING),
+                    created_by="register_models",
+                )
+            except Conflict:  # a concurrent run registered it first
+                self.stdout.write(f"{label}: already registered")
+                return
+            self.stdout.write(self.style.SUCCESS(f"{label}: registered"))
+        elif existing.artifact_sha256 != entry["sha256"]:
+            with transaction.atomic():
+                existing.artifact_sha256 = entry["sha256"]
+                existing.artifact_path = entry["artifact"]
+                existing.metrics = entry["metrics"]
+                existing.save(update_fields=["artifact_sha256", "artifact_path", "metrics"])
+            self.stdout.write(self.style.WARNING(f"{label}: artifact retrained, checksum updated"))
+        else:
+            self.stdout.write(f"{label}: already registered")

@@ -1,0 +1,151 @@
+"""The registry's data: endpoints, model versions, their status history, requests and A/B tests.
+
+The database holds metadata and a reference to each artifact (path + sha256), never model objects.
+Invariants that concurrent writers could break are database constraints, not checks in Python:
+one active status per model, one active production model per endpoint, one running A/B test per
+endpoint, statuses from a known set.
+"""
+from django.db import models
+from django.db.models import Q
+
+
+class Status(models.TextChoices):
+    TESTING = "testing"
+    STAGING = "staging"
+    PRODUCTION = "production"
+    AB_TESTING = "ab_testing"
+    ARCHIVED = "archived"
+
+
+class Endpoint(models.Model):
+    name = models.SlugField(max_length=128, unique=True)
+    owner = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return self.name
+
+
+class MLModel(models.Model):
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="mlmodels")
+    name = models.CharField(max_length=128)
+    description = models.TextField(blank=True)
+    code = models.CharField(max_length=255, help_text="Import path of the algorithm class.")
+    version = models.CharField(max_length=32)
+    owner = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+    artifact_path = models.CharField(
+        max_length=500, help_text="Absolute, or relative to ML_ARTIFACTS_DIR."
+    )
+    artifact_sha256 = models.CharField(max_length=64)
+    metrics = models.JSONField(default=dict, blank=True)
+    classes = models.JSONField(default=list, help_text="The labels this model answers with.")
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "ML model"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "name", "version"], name="mlmodel_unique_name_version"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} {self.version}"
+
+
+class MLModelStatus(models.Model):
+    mlmodel = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="statuses")
+    # A copy of mlmodel.endpoint, set by the service: it lets the database itself enforce one
+    # active production model per endpoint (a partial unique index cannot reach through a join).
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=32, choices=Status.choices)
+    active = models.BooleanField(default=True)
+    created_by = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "ML model status"
+        verbose_name_plural = "ML model statuses"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mlmodel"], condition=Q(active=True), name="one_active_status_per_model"
+            ),
+            models.UniqueConstraint(
+                fields=["endpoint"],
+                condition=Q(active=True, status=Status.PRODUCTION),
+                name="one_production_model_per_endpoint",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=Status.values), name="mlmodelstatus_status_known"
+            ),
+        ]
+        indexes = [models.Index(fields=["endpoint", "status", "active"])]
+
+    def __str__(self):
+        return f"{self.mlmodel}: {self.status}{'' if self.active else ' (inactive)'}"
+
+
+class ABTest(models.Model):
+    title = models.CharField(max_length=256)
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="abtests")
+    mlmodels = models.ManyToManyField(MLModel, through="ABTestArm", related_name="abtests")
+    created_by = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    summary = models.TextField(blank=True)
+    results = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "A/B test"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint"], condition=Q(ended_at__isnull=True),
+                name="one_running_abtest_per_endpoint",
+            ),
+        ]
+
+    def __str__(self):
+        return self.title
+
+
+class ABTestArm(models.Model):
+    """One model under test and its share of the test's traffic (weights need not sum to 1)."""
+
+    ab_test = models.ForeignKey(ABTest, on_delete=models.CASCADE, related_name="arms")
+    mlmodel = models.ForeignKey(MLModel, on_delete=models.PROTECT, related_name="+")
+    weight = models.FloatField(default=1.0)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["ab_test", "mlmodel"], name="abtestarm_unique_model"),
+            models.CheckConstraint(condition=Q(weight__gt=0), name="abtestarm_weight_positive"),
+        ]
+
+
+class MLRequest(models.Model):
+    mlmodel = models.ForeignKey(MLModel, on_delete=models.PROTECT, related_name="requests")
+    ab_test = models.ForeignKey(
+        ABTest, on_delete=models.PROTECT, null=True, blank=True, related_name="requests",
+        help_text="The A/B test that routed this request, if any.",
+    )
+    input_data = models.JSONField()
+    full_response = models.JSONField()
+    response = models.CharField(max_length=64)
+    feedback = models.CharField(max_length=64, null=True, blank=True)
+    feedback_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "ML request"
+        indexes = [models.Index(fields=["mlmodel", "created_at"])]
+
+    def __str__(self):
+        return f"request {self.pk} -> {self.response}"

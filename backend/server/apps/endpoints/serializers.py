@@ -1,0 +1,91 @@
+"""Output serializers for the catalog, and small input serializers that only parse."""
+from rest_framework import serializers
+
+from apps.endpoints.models import Endpoint, MLModel, MLModelStatus, MLRequest, Status
+
+
+class EndpointSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Endpoint
+        fields = ["id", "name", "owner", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+class MLModelSerializer(serializers.ModelSerializer):
+    endpoint_name = serializers.CharField(source="endpoint.name", read_only=True)
+    status = serializers.CharField(source="current_status", read_only=True, allow_null=True)
+
+    class Meta:
+        model = MLModel
+        fields = [
+            "id", "endpoint", "endpoint_name", "name", "description", "code", "version", "owner",
+            "created_at", "status", "artifact_path", "artifact_sha256", "metrics", "classes",
+        ]
+        read_only_fields = fields
+
+
+class MLModelCreateSerializer(serializers.Serializer):
+    endpoint = serializers.PrimaryKeyRelatedField(queryset=Endpoint.objects.all())
+    name = serializers.CharField(max_length=128)
+    version = serializers.CharField(max_length=32)
+    code = serializers.CharField(max_length=255, help_text="Import path of the algorithm class.")
+    owner = serializers.CharField(max_length=128)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    artifact_path = serializers.CharField(max_length=500)
+    artifact_sha256 = serializers.RegexField(
+        r"^[0-9a-f]{64}$", required=False, default="",
+        help_text="Checked against the file when given; recorded from the file when omitted.",
+    )
+    metrics = serializers.DictField(required=False, default=dict)
+    classes = serializers.ListField(child=serializers.CharField(), required=False, default=None)
+    status = serializers.ChoiceField(
+        choices=[s for s in Status.values if s != Status.AB_TESTING], default=Status.TESTING
+    )
+    created_by = serializers.CharField(max_length=128, required=False, default="")
+
+
+class MLModelStatusSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MLModelStatus
+        fields = ["id", "mlmodel", "status", "active", "created_by", "created_at"]
+        read_only_fields = fields
+
+
+class MLModelStatusCreateSerializer(serializers.Serializer):
+    mlmodel = serializers.PrimaryKeyRelatedField(queryset=MLModel.objects.all())
+    status = serializers.ChoiceField(choices=Status.values)
+    created_by = serializers.CharField(max_length=128)
+
+
+class MLRequestSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MLRequest
+        fields = [
+            "id", "mlmodel", "ab_test", "input_data", "full_response", "response", "feedback",
+            "feedback_at", "created_at",
+        ]
+        read_only_fields = [f for f in fields if f != "feedback"]
+
+
+class FeedbackSerializer(serializers.Serializer):
+    feedback = serializers.CharField(max_length=64, help_text="The true label, e.g. '>50K'.")
+
+
+class PredictionModelSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    version = serializers.CharField()
+
+
+class PredictionSerializer(serializers.Serializer):
+    """The answer to a prediction, built from the stored request."""
+
+    label = serializers.CharField(source="response")
+    probability = serializers.FloatField(source="full_response.probability")
+    status = serializers.SerializerMethodField()
+    request_id = serializers.IntegerField(source="id")
+    model = PredictionModelSerializer(source="mlmodel")
+    ab_test = serializers.IntegerField(source="ab_test_id", allow_null=True)
+
+    def get_status(self, obj) -> str:
+        return "OK"

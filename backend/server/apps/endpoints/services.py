@@ -1,0 +1,168 @@
+"""Writes: every change to the registry goes through one of these functions.
+
+Views, the admin and management commands call them; none of them writes models directly. Each
+service is one transaction, and changes of status within an endpoint are serialized by locking the
+endpoint's row, so two concurrent promotions cannot both succeed.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.endpoints import registry as registry_module
+from apps.endpoints import selectors
+from apps.endpoints.exceptions import Conflict, InvalidInput
+from apps.endpoints.models import Endpoint, MLModel, MLModelStatus, MLRequest, Status
+from apps.ml.base import InputError
+
+
+def endpoint_create(*, name: str, owner: str) -> Endpoint:
+    try:
+        with transaction.atomic():
+            return Endpoint.objects.create(name=name, owner=owner)
+    except IntegrityError:
+        raise Conflict(f"an endpoint named {name!r} already exists") from None
+
+
+def _lock_endpoint(endpoint_id: int) -> Endpoint:
+    return Endpoint.objects.select_for_update().get(pk=endpoint_id)
+
+
+def _status_write(*, mlmodel: MLModel, status: str, created_by: str) -> MLModelStatus:
+    """Make ``status`` the model's one active status; the caller holds the endpoint lock.
+
+    Taking production archives the endpoint's previous production model in the same transaction
+    (as MLflow's transition with archive_existing_versions=True).
+    """
+    if status == Status.PRODUCTION:
+        holders = MLModelStatus.objects.filter(
+            endpoint_id=mlmodel.endpoint_id, status=Status.PRODUCTION, active=True
+        ).exclude(mlmodel=mlmodel)
+        for holder in holders:
+            holder.active = False
+            holder.save(update_fields=["active"])
+            MLModelStatus.objects.create(
+                mlmodel_id=holder.mlmodel_id, endpoint_id=mlmodel.endpoint_id,
+                status=Status.ARCHIVED, active=True, created_by=created_by,
+            )
+    MLModelStatus.objects.filter(mlmodel=mlmodel, active=True).update(active=False)
+    return MLModelStatus.objects.create(
+        mlmodel=mlmodel, endpoint_id=mlmodel.endpoint_id, status=status, active=True,
+        created_by=created_by,
+    )
+
+
+def mlmodel_status_set(*, mlmodel: MLModel, status: str, created_by: str) -> MLModelStatus:
+    """Give a model a new active status, deactivating its others, in one transaction.
+
+    ``ab_testing`` is entered and left only by starting and stopping an A/B test.
+    """
+    status = selectors.status_parse(status)
+    if status == Status.AB_TESTING:
+        raise InvalidInput(
+            "a model enters 'ab_testing' by starting an A/B test (POST /api/v1/abtests), "
+            "not by setting its status"
+        )
+    with transaction.atomic():
+        _lock_endpoint(mlmodel.endpoint_id)
+        current = MLModelStatus.objects.filter(mlmodel=mlmodel, active=True).first()
+        if current is not None and current.status == Status.AB_TESTING:
+            raise Conflict(
+                f"{mlmodel} is under a running A/B test; stop the test to change its status"
+            )
+        if current is not None and current.status == status:
+            return current
+        return _status_write(mlmodel=mlmodel, status=status, created_by=created_by)
+
+
+def mlmodel_create(
+    *,
+    endpoint: Endpoint,
+    name: str,
+    version: str,
+    code: str,
+    owner: str,
+    artifact_path: str,
+    artifact_sha256: str = "",
+    description: str = "",
+    metrics: dict[str, Any] | None = None,
+    classes: list[str] | None = None,
+    status: str = Status.TESTING,
+    created_by: str = "",
+) -> MLModel:
+    """Register a model version with its first status; its artifact must exist and be loadable.
+
+    Without ``artifact_sha256`` the file's current checksum is recorded.
+    """
+    try:
+        algorithm_class = registry_module.import_algorithm(code)
+    except ImportError as exc:
+        raise InvalidInput(f"code: {exc}") from None
+    mlmodel = MLModel(
+        endpoint=endpoint, name=name, version=version, code=code, owner=owner,
+        description=description, artifact_path=artifact_path, metrics=metrics or {},
+        classes=classes or list(algorithm_class.classes),
+    )
+    path = registry_module.artifact_file(mlmodel)
+    if not path.is_file():
+        raise InvalidInput(f"artifact_path: no file at {path}")
+    actual = registry_module.file_sha256(path)
+    if artifact_sha256 and artifact_sha256 != actual:
+        raise InvalidInput(
+            f"artifact_sha256: {path} has sha256 {actual}, not the given {artifact_sha256}"
+        )
+    mlmodel.artifact_sha256 = actual
+    try:
+        with transaction.atomic():
+            mlmodel.save()
+            mlmodel_status_set(mlmodel=mlmodel, status=status, created_by=created_by or owner)
+    except IntegrityError:
+        raise Conflict(
+            f"endpoint {endpoint.name!r} already has a model {name!r} version {version!r}"
+        ) from None
+    return mlmodel
+
+
+def prediction_create(
+    *,
+    endpoint_name: str,
+    input_data: Any,
+    status: str | None = None,
+    version: str | None = None,
+    name: str | None = None,
+) -> MLRequest:
+    """Answer one prediction and record it: one query to choose the model, one insert to store.
+
+    Nothing is stored for a request that was not served.
+    """
+    status = selectors.status_parse(status)
+    mlmodel = selectors.model_for_status(
+        endpoint_name=endpoint_name, status=status, version=version, name=name
+    )
+    algorithm = registry_module.registry.get(mlmodel)
+    try:
+        prediction = algorithm.compute_prediction(input_data)
+    except InputError as exc:
+        raise InvalidInput(str(exc)) from None
+    return MLRequest.objects.create(
+        mlmodel=mlmodel,
+        input_data=input_data,
+        full_response=prediction,
+        response=prediction["label"],
+    )
+
+
+def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:
+    """Record the true label of a served request; it must be one of the model's classes."""
+    classes = mlrequest.mlmodel.classes
+    if feedback not in classes:
+        raise InvalidInput(
+            f"feedback {feedback!r} is not a label of this model; expected one of: "
+            + ", ".join(repr(c) for c in classes)
+        )
+    mlrequest.feedback = feedback
+    mlrequest.feedback_at = timezone.now()
+    mlrequest.save(update_fields=["feedback", "feedback_at"])
+    return mlrequest

@@ -1,0 +1,24 @@
+from django.urls import re_path
+from rest_framework.routers import DefaultRouter
+
+from apps.endpoints import views
+
+
+class OptionalSlashRouter(DefaultRouter):
+    """Paths as the tutorial's users know them (no trailing slash); a trailing slash works too."""
+
+    def __init__(self):
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
+router.register("endpoints", views.EndpointViewSet, basename="endpoint")
+router.register("mlmodels", views.MLModelViewSet, basename="mlmodel")
+router.register("mlmodelstatuses", views.MLModelStatusViewSet, basename="mlmodelstatus")
+router.register("mlrequests", views.MLRequestViewSet, basename="mlrequest")
+
+urlpatterns = [
+    re_path(r"^(?P<endpoint_name>[-\w]+)/predict/?$", views.PredictView.as_view(), name="predict"),
+    *router.urls,
+]

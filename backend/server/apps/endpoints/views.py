@@ -1,0 +1,97 @@
+"""Thin views: parse with a serializer, call one service or selector, serialize the result."""
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.endpoints import filters, selectors, serializers, services
+from apps.endpoints.models import Endpoint, MLModelStatus
+
+
+class EndpointViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = Endpoint.objects.all()
+    serializer_class = serializers.EndpointSerializer
+    filterset_fields = ["name", "owner"]
+
+    def perform_create(self, serializer):
+        serializer.instance = services.endpoint_create(**serializer.validated_data)
+
+
+class MLModelViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = serializers.MLModelSerializer
+    filterset_class = filters.MLModelFilter
+
+    def get_queryset(self):
+        return selectors.mlmodel_list()
+
+    @extend_schema(request=serializers.MLModelCreateSerializer,
+                   responses={201: serializers.MLModelSerializer})
+    def create(self, request):
+        data = serializers.MLModelCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        mlmodel = services.mlmodel_create(**data.validated_data)
+        out = self.get_serializer(self.get_queryset().get(pk=mlmodel.pk))
+        return Response(out.data, status=status.HTTP_201_CREATED)
+
+
+class MLModelStatusViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = MLModelStatus.objects.all()
+    serializer_class = serializers.MLModelStatusSerializer
+    filterset_class = filters.MLModelStatusFilter
+
+    @extend_schema(request=serializers.MLModelStatusCreateSerializer,
+                   responses={201: serializers.MLModelStatusSerializer})
+    def create(self, request):
+        data = serializers.MLModelStatusCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        model_status = services.mlmodel_status_set(**data.validated_data)
+        return Response(self.get_serializer(model_status).data, status=status.HTTP_201_CREATED)
+
+
+class MLRequestViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Served requests; PUT or PATCH ``{"feedback": "<label>"}`` records the true label."""
+
+    serializer_class = serializers.MLRequestSerializer
+    filterset_class = filters.MLRequestFilter
+
+    def get_queryset(self):
+        return selectors.mlrequest_list()
+
+    @extend_schema(request=serializers.FeedbackSerializer)
+    def update(self, request, *args, **kwargs):
+        data = serializers.FeedbackSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        mlrequest = services.feedback_set(mlrequest=self.get_object(), **data.validated_data)
+        return Response(self.get_serializer(mlrequest).data)
+
+    @extend_schema(request=serializers.FeedbackSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        return self.update(request, *args, **kwargs)
+
+
+class PredictView(APIView):
+    """Predict with one model of an endpoint: POST the 14 raw Adult features as one JSON object."""
+
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        responses={200: serializers.PredictionSerializer},
+        parameters=[
+            OpenApiParameter("status", str, description="Model status to serve (default "
+                             "production): testing, staging, production, ab_testing."),
+            OpenApiParameter("version", str, description="Model version, to narrow the choice."),
+            OpenApiParameter("name", str, description="Model name, to narrow the choice."),
+        ],
+    )
+    def post(self, request, endpoint_name):
+        mlrequest = services.prediction_create(
+            endpoint_name=endpoint_name,
+            input_data=request.data,
+            status=request.query_params.get("status"),
+            version=request.query_params.get("version"),
+            name=request.query_params.get("name"),
+        )
+        return Response(serializers.PredictionSerializer(mlrequest).data)

@@ -1,0 +1,114 @@
+"""Adult census features: validation, missing-value filling and categorical encoding.
+
+One implementation serves both training (research/train.py, over every training row) and
+prediction (one JSON object per request), in plain Python and numpy: a dict lookup per feature is
+far cheaper per request than building a pandas frame.
+
+Categorical values may be missing (``null`` or ``"?"`` as in the data files) and are filled with
+the training mode; numeric features are always required.
+
+Fitted parameters are plain data (``{"fill": {...}, "codes": {...}}``) stored inside each model's
+artifact. Categories are ordinal codes in sorted order; a category never seen in training encodes
+as -1, which trees treat as "below every known category" instead of crashing.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from apps.ml.base import InputError
+
+NUMERIC = ("age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week")
+CATEGORICAL = (
+    "workclass", "education", "marital-status", "occupation",
+    "relationship", "race", "sex", "native-country",
+)
+# The 14 raw features, in the order of the data files (the model's column order).
+FEATURES = (
+    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+    "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week",
+    "native-country",
+)
+TARGET = "income"
+MISSING = "?"
+UNKNOWN_CODE = -1.0
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value == MISSING or value == ""
+
+
+def fit(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Learn the fill value (the training mode) and the codes of each categorical feature."""
+    counters = {name: Counter() for name in CATEGORICAL}
+    for row in rows:
+        for name in CATEGORICAL:
+            if not _is_missing(row[name]):
+                counters[name][row[name]] += 1
+    fill: dict[str, Any] = {}
+    codes: dict[str, dict[str, float]] = {}
+    for name, counter in counters.items():
+        # most_common breaks ties by first occurrence; sort first so the mode is deterministic.
+        fill[name] = max(sorted(counter), key=counter.__getitem__)
+        codes[name] = {category: float(i) for i, category in enumerate(sorted(counter))}
+    return {"fill": fill, "codes": codes}
+
+
+def _number(name: str, value: Any, problems: list[str]) -> float:
+    # bool is an int subclass; a JSON true/false is a mistake, not the number 1/0.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.append(f"'{name}' must be a number, got {type(value).__name__} {value!r}")
+        return math.nan
+    if not math.isfinite(value):
+        problems.append(f"'{name}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+def validate(input_data: Any) -> None:
+    """Raise InputError naming every missing, unknown or mistyped feature of one input object."""
+    if not isinstance(input_data, Mapping):
+        raise InputError(
+            [f"the body must be a JSON object of the {len(FEATURES)} Adult features, "
+             f"got {type(input_data).__name__}"]
+        )
+    problems: list[str] = []
+    missing = [name for name in FEATURES if name not in input_data]
+    if missing:
+        problems.append("missing feature(s): " + ", ".join(missing))
+    unknown = sorted(set(input_data) - set(FEATURES))
+    if unknown:
+        problems.append(
+            "unknown feature(s): " + ", ".join(unknown) + " (expected: " + ", ".join(FEATURES) + ")"
+        )
+    for name in NUMERIC:
+        if name in input_data:
+            _number(name, input_data[name], problems)
+    for name in CATEGORICAL:
+        value = input_data.get(name)
+        if name in input_data and value is not None and not isinstance(value, str):
+            problems.append(f"'{name}' must be a string, got {type(value).__name__} {value!r}")
+    if problems:
+        raise InputError(problems)
+
+
+def encode_row(row: Mapping[str, Any], params: Mapping[str, Any]) -> list[float]:
+    """One validated row as the model's 14 floats: missing values filled, categories coded."""
+    fill, codes = params["fill"], params["codes"]
+    out = []
+    for name in FEATURES:
+        value = row[name]
+        if name in codes:
+            if _is_missing(value):
+                value = fill[name]
+            out.append(codes[name].get(value.strip(), UNKNOWN_CODE))
+        else:
+            out.append(float(value))
+    return out
+
+
+def transform(rows: Iterable[Mapping[str, Any]], params: Mapping[str, Any]) -> np.ndarray:
+    """Many rows at once (training and evaluation); rows must already be valid."""
+    return np.array([encode_row(row, params) for row in rows], dtype=np.float64)
