@@ -46,11 +46,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(name: str, directory: Path, base_url: str = UCI_URL, timeout: float = 30) -> Path:
+def download(name: str, directory: Path, base_url: str | None = None, timeout: float = 30) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / name
     partial = target.with_suffix(target.suffix + ".part")
-    url = base_url + name
+    url = (base_url or UCI_URL) + name
     print(f"downloading {url} -> {target}", flush=True)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
@@ -66,7 +66,7 @@ def download(name: str, directory: Path, base_url: str = UCI_URL, timeout: float
     return target
 
 
-def ensure_file(name: str, directory: Path | None = None, base_url: str = UCI_URL) -> Path:
+def ensure_file(name: str, directory: Path | None = None, base_url: str | None = None) -> Path:
     """The verified path of one data file, downloading it first when it is missing."""
     directory = directory or data_dir()
     path = directory / name

@@ -136,6 +136,10 @@ SPECTACULAR_SETTINGS = {
                    "and its feedback, and runs A/B tests between model versions.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.endpoints.schema.canonical_paths",
+    ],
     # Served from this app's static files, not a CDN: the docs page works offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

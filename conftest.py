@@ -1,0 +1,138 @@
+"""Fixtures shared by every test: the registered classifier, a sample row, live servers."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent
+SERVER_DIR = ROOT / "backend" / "server"
+
+# The tutorial's sample row: a 37-year-old married craft-repair worker, 68 hours a week.
+SAMPLE_ROW = {
+    "age": 37, "workclass": "Private", "fnlwgt": 34146, "education": "HS-grad",
+    "education-num": 9, "marital-status": "Married-civ-spouse", "occupation": "Craft-repair",
+    "relationship": "Husband", "race": "White", "sex": "Male", "capital-gain": 0,
+    "capital-loss": 0, "hours-per-week": 68, "native-country": "United-States",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _artifacts_present():
+    manifest = Path(settings.ML_ARTIFACTS_DIR) / "manifest.json"
+    if not manifest.is_file():
+        pytest.exit(f"{manifest} is missing: run the tests with `make test`, which trains the "
+                    f"models first (or run python research/train.py).", returncode=2)
+
+
+@pytest.fixture(scope="session")
+def manifest():
+    return json.loads((Path(settings.ML_ARTIFACTS_DIR) / "manifest.json").read_text())
+
+
+@pytest.fixture
+def sample_row():
+    return dict(SAMPLE_ROW)
+
+
+@pytest.fixture
+def registered(db):
+    """The classifier endpoint with its two models, registered as at start-up."""
+    from apps.endpoints.models import MLModel
+
+    call_command("register_models", stdout=open(os.devnull, "w"))
+    return {m.name: m for m in MLModel.objects.all()}
+
+
+@pytest.fixture
+def api():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+def test_database_url() -> str:
+    """A DATABASE_URL for the database the tests run against, for servers in other processes."""
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+test_database_url.__test__ = False  # a helper, not a test
+
+
+def server_env(**extra) -> dict:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "server.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": "live-test-secret-key-not-for-production",
+        "DATABASE_URL": test_database_url(),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "ML_ARTIFACTS_DIR": str(settings.ML_ARTIFACTS_DIR),
+    }
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"no answer from {url} within {timeout}s")
+
+
+def start_gunicorn(port: int, workers: int = 2, **env) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "server.wsgi:application",
+         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
+        cwd=SERVER_DIR, env=server_env(**env),
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/api/v1/endpoints", process)
+    except Exception:
+        process.kill()
+        raise
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def live_server_url(transactional_db):
+    """A gunicorn with two workers serving the test database over real HTTP."""
+    port = free_port()
+    process = start_gunicorn(port)
+    yield f"http://127.0.0.1:{port}"
+    stop(process)

@@ -1,0 +1,59 @@
+"""End to end over real HTTP: a gunicorn with two workers, registration by the command."""
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from conftest import SERVER_DIR, server_env
+
+pytestmark = pytest.mark.live
+
+
+@pytest.fixture
+def live(live_server_url):
+    subprocess.run([sys.executable, "manage.py", "register_models"], cwd=SERVER_DIR,
+                   env=server_env(), check=True, capture_output=True)
+    return live_server_url
+
+
+def test_predict_then_feedback_over_http(live, sample_row):
+    response = requests.post(f"{live}/api/v1/classifier/predict", json=sample_row, timeout=10)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["label"] == "<=50K" and body["status"] == "OK"
+    assert body["model"]["name"] == "random forest"
+
+    feedback = requests.put(f"{live}/api/v1/mlrequests/{body['request_id']}",
+                            json={"feedback": "<=50K"}, timeout=10)
+    assert feedback.status_code == 200
+    stored = requests.get(f"{live}/api/v1/mlrequests/{body['request_id']}", timeout=10).json()
+    assert stored["feedback"] == "<=50K" and stored["response"] == "<=50K"
+
+
+def test_every_worker_serves_and_errors_are_json(live, sample_row):
+    # Enough requests that both workers answer: each loads the model lazily on its own.
+    for _ in range(20):
+        response = requests.post(f"{live}/api/v1/classifier/predict", json=sample_row, timeout=10)
+        assert response.status_code == 200
+    bad = requests.post(f"{live}/api/v1/classifier/predict", json={"age": 37}, timeout=10)
+    assert bad.status_code == 400
+    assert "missing feature(s): workclass" in bad.json()["detail"]
+    unknown = requests.post(f"{live}/api/v1/nothing/predict", json=sample_row, timeout=10)
+    assert unknown.status_code == 404 and unknown.headers["Content-Type"] == "application/json"
+    count = requests.get(f"{live}/api/v1/mlrequests", timeout=10).json()["count"]
+    assert count == 20
+
+
+def test_a_promotion_is_seen_by_every_worker_at_once(live, sample_row):
+    models = {m["name"]: m["id"]
+              for m in requests.get(f"{live}/api/v1/mlmodels", timeout=10).json()["results"]}
+    promoted = requests.post(f"{live}/api/v1/mlmodelstatuses", timeout=10, json={
+        "mlmodel": models["extra trees"], "status": "production", "created_by": "e2e"})
+    assert promoted.status_code == 201
+    served_by = {
+        requests.post(f"{live}/api/v1/classifier/predict", json=sample_row,
+                      timeout=10).json()["model"]["name"]
+        for _ in range(10)
+    }
+    assert served_by == {"extra trees"}
