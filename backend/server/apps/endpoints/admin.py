@@ -1,7 +1,7 @@
 """Staff management of the registry. Status changes go through the same service as the API."""
 from django.contrib import admin, messages
 
-from apps.endpoints import selectors, services
+from apps.endpoints import ab_statistics, selectors, services
 from apps.endpoints.exceptions import RegistryError
 from apps.endpoints.models import (
     ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
@@ -122,12 +122,51 @@ class ABTestArmInline(admin.TabularInline):
 
 @admin.register(ABTest)
 class ABTestAdmin(admin.ModelAdmin):
-    list_display = ["id", "title", "endpoint", "created_by", "created_at", "ended_at"]
-    list_filter = ["endpoint"]
+    list_display = ["id", "title", "endpoint", "state", "figures", "created_by", "created_at",
+                    "ended_at"]
+    list_filter = ["endpoint", ("ended_at", admin.EmptyFieldListFilter)]
     search_fields = ["title", "created_by", "summary"]
-    readonly_fields = ["title", "endpoint", "created_by", "created_at", "ended_at", "summary",
-                       "results"]
+    readonly_fields = ["title", "endpoint", "created_by", "created_at", "ended_at", "state",
+                       "live_summary", "results"]
+    exclude = ["summary"]
     inlines = [ABTestArmInline]
+    actions = ["stop_tests"]
+
+    def get_queryset(self, request):
+        return selectors.ab_test_list()
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="state")
+    def state(self, obj):
+        return "running" if obj.ended_at is None else "stopped"
+
+    def _results(self, obj):
+        if obj.ended_at is not None:
+            return obj.results
+        return ab_statistics.results(selectors.ab_test_counts(obj))
+
+    @admin.display(description="accuracy (feedback)")
+    def figures(self, obj):
+        return ", ".join(
+            f"{m['name']}: " + (f"{100 * m['accuracy']:.1f}% ({m['feedback']})"
+                                if m["accuracy"] is not None else "no feedback")
+            for m in self._results(obj)["models"]
+        )
+
+    @admin.display(description="summary")
+    def live_summary(self, obj):
+        return obj.summary if obj.ended_at is not None else ab_statistics.summary_text(
+            self._results(obj))
+
+    @admin.action(description="Stop the selected tests and promote their winners")
+    def stop_tests(self, request, queryset):
+        for ab_test in queryset:
+            try:
+                services.ab_test_stop(ab_test_id=ab_test.pk,
+                                      stopped_by=request.user.get_username())
+            except RegistryError as exc:
+                self.message_user(request, f"{ab_test}: {exc.detail}", messages.ERROR)
+            else:
+                self.message_user(request, f"{ab_test}: stopped", messages.SUCCESS)

@@ -1,6 +1,6 @@
 import django_filters
 
-from apps.endpoints.models import MLModel, MLModelStatus, MLRequest, Status
+from apps.endpoints.models import ABTest, MLModel, MLModelStatus, MLRequest, Status
 
 
 class MLModelFilter(django_filters.FilterSet):
@@ -35,3 +35,12 @@ class MLRequestFilter(django_filters.FilterSet):
         model = MLRequest
         fields = ["mlmodel", "ab_test", "response", "feedback", "has_feedback",
                   "created_after", "created_before"]
+
+
+class ABTestFilter(django_filters.FilterSet):
+    endpoint_name = django_filters.CharFilter(field_name="endpoint__name")
+    running = django_filters.BooleanFilter(field_name="ended_at", lookup_expr="isnull")
+
+    class Meta:
+        model = ABTest
+        fields = ["endpoint", "endpoint_name", "running"]

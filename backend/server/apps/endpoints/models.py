@@ -118,8 +118,11 @@ class ABTestArm(models.Model):
     """One model under test and its share of the test's traffic (weights need not sum to 1)."""
 
     ab_test = models.ForeignKey(ABTest, on_delete=models.CASCADE, related_name="arms")
-    mlmodel = models.ForeignKey(MLModel, on_delete=models.PROTECT, related_name="+")
+    mlmodel = models.ForeignKey(MLModel, on_delete=models.PROTECT, related_name="abtest_arms")
     weight = models.FloatField(default=1.0)
+    # The endpoint's production model when the test started: it keeps answering the default
+    # (no status) URL while the test runs, and is archived if another model wins.
+    was_production = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["id"]

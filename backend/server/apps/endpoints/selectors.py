@@ -1,10 +1,14 @@
 """Reads: which model answers a request, and the querysets the API lists."""
 from __future__ import annotations
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 
+from apps.endpoints import routing
+from apps.endpoints.ab_statistics import ArmCounts
 from apps.endpoints.exceptions import InvalidInput, NotFound
-from apps.endpoints.models import Endpoint, MLModel, MLModelStatus, MLRequest, Status
+from apps.endpoints.models import (
+    ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
+)
 
 
 def status_parse(value: str | None, *, default: str = Status.PRODUCTION) -> str:
@@ -34,6 +38,19 @@ def _describe(status: str, version: str | None, name: str | None) -> str:
     return ", ".join(parts)
 
 
+def _narrow(queryset, prefix: str, version: str | None, name: str | None):
+    if version:
+        queryset = queryset.filter(**{prefix + "version": version})
+    if name:
+        queryset = queryset.filter(**{prefix + "name": name})
+    return queryset
+
+
+def _none_found(endpoint_name: str, what: str):
+    endpoint_get(name=endpoint_name)  # raises NotFound for an unknown endpoint
+    return NotFound(f"no model of endpoint {endpoint_name!r} matches {what}")
+
+
 def model_for_status(
     *, endpoint_name: str, status: str, version: str | None = None, name: str | None = None
 ) -> MLModel:
@@ -42,27 +59,93 @@ def model_for_status(
     No match is a NotFound that says whether the endpoint or the model is missing; several matches
     is an InvalidInput asking the client to narrow the choice.
     """
+    if status == Status.PRODUCTION:
+        return model_for_production(endpoint_name=endpoint_name, version=version, name=name)
     models = MLModel.objects.filter(
         endpoint__name=endpoint_name, statuses__active=True, statuses__status=status
     )
-    if version:
-        models = models.filter(version=version)
-    if name:
-        models = models.filter(name=name)
-    candidates = list(models[:10])
+    candidates = list(_narrow(models, "", version, name)[:10])
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        endpoint_get(name=endpoint_name)  # raises NotFound for an unknown endpoint
-        raise NotFound(
-            f"no model of endpoint {endpoint_name!r} matches {_describe(status, version, name)}"
-        )
+        raise _none_found(endpoint_name, _describe(status, version, name))
     raise InvalidInput(
         f"ambiguous: {len(candidates)} models of endpoint {endpoint_name!r} match "
         f"{_describe(status, version, name)} ("
         + ", ".join(f"{m.name} {m.version}" for m in candidates)
         + "); add ?version= and/or ?name= to choose one"
     )
+
+
+def model_for_production(
+    *, endpoint_name: str, version: str | None = None, name: str | None = None
+) -> MLModel:
+    """The model serving production traffic, in one query.
+
+    That is the endpoint's production model; while an A/B test runs with the former production
+    model in it, that model (the incumbent) goes on answering production and default requests.
+    """
+    in_production = MLModelStatus.objects.filter(
+        mlmodel=OuterRef("pk"), active=True, status=Status.PRODUCTION
+    )
+    models = (
+        MLModel.objects.filter(endpoint__name=endpoint_name)
+        .annotate(in_production=Exists(in_production))
+        .filter(Q(in_production=True) | Q(abtest_arms__was_production=True,
+                                          abtest_arms__ab_test__ended_at__isnull=True))
+        .order_by("-in_production")
+    )
+    mlmodel = _narrow(models, "", version, name).first()
+    if mlmodel is None:
+        raise _none_found(endpoint_name, _describe(Status.PRODUCTION, version, name))
+    return mlmodel
+
+
+def ab_test_arm_for(
+    *, endpoint_name: str, key: str | None = None, version: str | None = None,
+    name: str | None = None,
+) -> ABTestArm:
+    """Route a request under ``ab_testing``: one query for the running test's arms, then the split."""
+    arms = ABTestArm.objects.filter(
+        ab_test__endpoint__name=endpoint_name, ab_test__ended_at__isnull=True
+    ).select_related("mlmodel").order_by("id")
+    arms = list(_narrow(arms, "mlmodel__", version, name))
+    if not arms:
+        endpoint_get(name=endpoint_name)
+        narrowed = f" with {_describe(Status.AB_TESTING, version, name)}" if version or name else ""
+        raise NotFound(f"no A/B test is running on endpoint {endpoint_name!r}{narrowed}")
+    return routing.choose_arm(arms, [arm.weight for arm in arms], test_id=arms[0].ab_test_id,
+                              key=key)
+
+
+def ab_test_list() -> QuerySet[ABTest]:
+    return ABTest.objects.select_related("endpoint").prefetch_related("arms__mlmodel")
+
+
+def ab_test_counts(ab_test: ABTest) -> list[ArmCounts]:
+    """Per model of a test: requests it routed, those with feedback, those answered right.
+
+    One aggregate query over the test's requests; rows are never loaded into Python.
+    """
+    rows = (
+        MLRequest.objects.filter(ab_test=ab_test)
+        .values("mlmodel_id")
+        .annotate(
+            requests=Count("id"),
+            feedback=Count("feedback"),
+            correct=Count("id", filter=Q(feedback=F("response"))),
+        )
+    )
+    by_model = {row["mlmodel_id"]: row for row in rows}
+    empty = {"requests": 0, "feedback": 0, "correct": 0}
+    return [
+        ArmCounts(
+            mlmodel=arm.mlmodel_id, name=arm.mlmodel.name, version=arm.mlmodel.version,
+            weight=arm.weight, was_production=arm.was_production,
+            **{k: by_model.get(arm.mlmodel_id, empty)[k] for k in empty},
+        )
+        for arm in ab_test.arms.all()
+    ]
 
 
 def mlmodel_list() -> QuerySet[MLModel]:

@@ -1,7 +1,8 @@
 """Output serializers for the catalog, and small input serializers that only parse."""
 from rest_framework import serializers
 
-from apps.endpoints.models import Endpoint, MLModel, MLModelStatus, MLRequest, Status
+from apps.endpoints import ab_statistics, selectors
+from apps.endpoints.models import ABTest, Endpoint, MLModel, MLModelStatus, MLRequest, Status
 
 
 class EndpointSerializer(serializers.ModelSerializer):
@@ -89,3 +90,79 @@ class PredictionSerializer(serializers.Serializer):
 
     def get_status(self, obj) -> str:
         return "OK"
+
+
+class ABTestArmSerializer(serializers.Serializer):
+    mlmodel = serializers.IntegerField(source="mlmodel_id")
+    name = serializers.CharField(source="mlmodel.name")
+    version = serializers.CharField(source="mlmodel.version")
+    weight = serializers.FloatField()
+    was_production = serializers.BooleanField()
+
+
+class ABTestSerializer(serializers.ModelSerializer):
+    """A test with its figures: computed live while it runs, as frozen at stop afterwards."""
+
+    endpoint_name = serializers.CharField(source="endpoint.name", read_only=True)
+    state = serializers.SerializerMethodField()
+    models = ABTestArmSerializer(source="arms", many=True, read_only=True)
+    parent_mlmodel_1 = serializers.SerializerMethodField()
+    parent_mlmodel_2 = serializers.SerializerMethodField()
+    results = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ABTest
+        fields = ["id", "title", "endpoint", "endpoint_name", "state", "created_by",
+                  "created_at", "ended_at", "models", "parent_mlmodel_1", "parent_mlmodel_2",
+                  "results", "summary"]
+        read_only_fields = fields
+
+    def get_state(self, obj) -> str:
+        return "running" if obj.ended_at is None else "stopped"
+
+    def _parent(self, obj, index):
+        arms = list(obj.arms.all())
+        return arms[index].mlmodel_id if len(arms) > index else None
+
+    def get_parent_mlmodel_1(self, obj) -> int | None:
+        return self._parent(obj, 0)
+
+    def get_parent_mlmodel_2(self, obj) -> int | None:
+        return self._parent(obj, 1)
+
+    def get_results(self, obj) -> dict:
+        if obj.ended_at is not None:
+            return obj.results
+        return ab_statistics.results(selectors.ab_test_counts(obj))
+
+
+class ABTestCreateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=256)
+    created_by = serializers.CharField(max_length=128)
+    mlmodels = serializers.PrimaryKeyRelatedField(
+        queryset=MLModel.objects.select_related("endpoint"), many=True, required=False,
+        help_text="Ids of the models under test (two or more).",
+    )
+    parent_mlmodel_1 = serializers.PrimaryKeyRelatedField(
+        queryset=MLModel.objects.select_related("endpoint"), required=False,
+        help_text="The tutorial's form for two models; same as mlmodels=[1st, 2nd].",
+    )
+    parent_mlmodel_2 = serializers.PrimaryKeyRelatedField(
+        queryset=MLModel.objects.select_related("endpoint"), required=False
+    )
+    split = serializers.ListField(
+        child=serializers.FloatField(), required=False, allow_null=True, default=None,
+        help_text="One positive weight per model, in the same order (default: equal shares).",
+    )
+
+    def validate(self, data):
+        parents = [data.pop(k) for k in ("parent_mlmodel_1", "parent_mlmodel_2") if k in data]
+        if parents and data.get("mlmodels"):
+            raise serializers.ValidationError(
+                "give the models either as mlmodels or as parent_mlmodel_1/2, not both")
+        data["mlmodels"] = data.get("mlmodels") or parents
+        return data
+
+
+class ABTestStopSerializer(serializers.Serializer):
+    stopped_by = serializers.CharField(max_length=128, required=False, default="api")

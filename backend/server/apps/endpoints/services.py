@@ -11,10 +11,12 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from apps.endpoints import ab_statistics, selectors
 from apps.endpoints import registry as registry_module
-from apps.endpoints import selectors
-from apps.endpoints.exceptions import Conflict, InvalidInput
-from apps.endpoints.models import Endpoint, MLModel, MLModelStatus, MLRequest, Status
+from apps.endpoints.exceptions import Conflict, InvalidInput, NotFound
+from apps.endpoints.models import (
+    ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
+)
 from apps.ml.base import InputError
 
 
@@ -132,15 +134,24 @@ def prediction_create(
     status: str | None = None,
     version: str | None = None,
     name: str | None = None,
+    user_key: str | None = None,
 ) -> MLRequest:
     """Answer one prediction and record it: one query to choose the model, one insert to store.
 
-    Nothing is stored for a request that was not served.
+    ``ab_testing`` routes by the endpoint's running A/B test (sticky per ``user_key``); no status
+    means production. Nothing is stored for a request that was not served.
     """
     status = selectors.status_parse(status)
-    mlmodel = selectors.model_for_status(
-        endpoint_name=endpoint_name, status=status, version=version, name=name
-    )
+    ab_test_id = None
+    if status == Status.AB_TESTING:
+        arm = selectors.ab_test_arm_for(
+            endpoint_name=endpoint_name, key=user_key, version=version, name=name
+        )
+        mlmodel, ab_test_id = arm.mlmodel, arm.ab_test_id
+    else:
+        mlmodel = selectors.model_for_status(
+            endpoint_name=endpoint_name, status=status, version=version, name=name
+        )
     algorithm = registry_module.registry.get(mlmodel)
     try:
         prediction = algorithm.compute_prediction(input_data)
@@ -148,6 +159,7 @@ def prediction_create(
         raise InvalidInput(str(exc)) from None
     return MLRequest.objects.create(
         mlmodel=mlmodel,
+        ab_test_id=ab_test_id,
         input_data=input_data,
         full_response=prediction,
         response=prediction["label"],
@@ -166,3 +178,105 @@ def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:
     mlrequest.feedback_at = timezone.now()
     mlrequest.save(update_fields=["feedback", "feedback_at"])
     return mlrequest
+
+
+def ab_test_create(
+    *, title: str, created_by: str, mlmodels: list[MLModel], split: list[float] | None = None
+) -> ABTest:
+    """Start an A/B test: the models move to ``ab_testing`` in one transaction.
+
+    ``split`` holds one positive weight per model (default: equal shares).
+    """
+    if len(mlmodels) < 2:
+        raise InvalidInput(f"an A/B test needs at least two models, got {len(mlmodels)}")
+    ids = [m.pk for m in mlmodels]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput(f"a model appears twice in the test: {ids}")
+    endpoints = {m.endpoint_id for m in mlmodels}
+    if len(endpoints) > 1:
+        raise InvalidInput(
+            "all models of a test must belong to one endpoint; got "
+            + ", ".join(f"{m} (endpoint {m.endpoint.name!r})" for m in mlmodels)
+        )
+    split = [1.0] * len(mlmodels) if split is None else [float(w) for w in split]
+    if len(split) != len(mlmodels):
+        raise InvalidInput(
+            f"split has {len(split)} weights for {len(mlmodels)} models; give one per model"
+        )
+    if not all(w > 0 and w != float("inf") for w in split):
+        raise InvalidInput(f"split weights must be positive finite numbers, got {split}")
+
+    with transaction.atomic():
+        endpoint = _lock_endpoint(mlmodels[0].endpoint_id)
+        running = ABTest.objects.filter(endpoint=endpoint, ended_at__isnull=True).first()
+        current = dict(
+            MLModelStatus.objects.filter(mlmodel__in=ids, active=True)
+            .values_list("mlmodel_id", "status")
+        )
+        busy = [m for m in mlmodels if current.get(m.pk) == Status.AB_TESTING]
+        if busy:
+            raise Conflict(
+                ", ".join(str(m) for m in busy)
+                + f" already in running A/B test {running.pk if running else '?'}; stop it first"
+            )
+        if running is not None:
+            raise Conflict(
+                f"A/B test {running.pk} ({running.title!r}) is already running on endpoint "
+                f"{endpoint.name!r}; stop it before starting another"
+            )
+        ab_test = ABTest.objects.create(title=title, endpoint=endpoint, created_by=created_by)
+        for mlmodel, weight in zip(mlmodels, split):
+            ABTestArm.objects.create(
+                ab_test=ab_test, mlmodel=mlmodel, weight=weight,
+                was_production=current.get(mlmodel.pk) == Status.PRODUCTION,
+            )
+            _status_write(mlmodel=mlmodel, status=Status.AB_TESTING, created_by=created_by)
+    return ab_test
+
+
+def ab_test_stop(*, ab_test_id: int, stopped_by: str) -> ABTest:
+    """End a test and promote its most accurate model, all in one transaction.
+
+    The winner goes to production; the incumbent, if it lost, is archived; the other models go
+    back to testing. The test row is locked first, so concurrent stops promote exactly once: the
+    later ones find the test ended and get a Conflict.
+    """
+    with transaction.atomic():
+        try:
+            ab_test = ABTest.objects.select_for_update().get(pk=ab_test_id)
+        except ABTest.DoesNotExist:
+            raise NotFound(f"no A/B test with id {ab_test_id}") from None
+        if ab_test.ended_at is not None:
+            raise Conflict(
+                f"A/B test {ab_test.pk} was already stopped at {ab_test.ended_at.isoformat()}"
+            )
+        _lock_endpoint(ab_test.endpoint_id)
+        counts = selectors.ab_test_counts(ab_test)
+        waiting = [f"{c.name} {c.version}" for c in counts if c.feedback == 0]
+        if waiting:
+            raise Conflict(
+                f"A/B test {ab_test.pk} cannot be stopped yet: no feedback for "
+                + ", ".join(waiting) + "; the test keeps running"
+            )
+        result = ab_statistics.results(counts)
+        arms = {arm.mlmodel_id: arm for arm in ab_test.arms.select_related("mlmodel")}
+        winner = arms[result["leader"]]
+        moves = []
+        for arm in arms.values():
+            if arm is winner:
+                continue
+            status = Status.ARCHIVED if arm.was_production else Status.TESTING
+            _status_write(mlmodel=arm.mlmodel, status=status, created_by=stopped_by)
+            moves.append(f"{arm.mlmodel} -> {status}")
+        _status_write(mlmodel=winner.mlmodel, status=Status.PRODUCTION, created_by=stopped_by)
+        moves.insert(0, f"{winner.mlmodel} -> production")
+
+        result["promoted"] = winner.mlmodel_id
+        result["stopped_by"] = stopped_by
+        ab_test.ended_at = timezone.now()
+        ab_test.results = result
+        ab_test.summary = (
+            ab_statistics.summary_text(result) + "\nstatus changes: " + "; ".join(moves)
+        )
+        ab_test.save(update_fields=["ended_at", "results", "summary"])
+    return ab_test

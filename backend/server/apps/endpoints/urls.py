@@ -17,8 +17,11 @@ router.register("endpoints", views.EndpointViewSet, basename="endpoint")
 router.register("mlmodels", views.MLModelViewSet, basename="mlmodel")
 router.register("mlmodelstatuses", views.MLModelStatusViewSet, basename="mlmodelstatus")
 router.register("mlrequests", views.MLRequestViewSet, basename="mlrequest")
+router.register("abtests", views.ABTestViewSet, basename="abtest")
 
 urlpatterns = [
     re_path(r"^(?P<endpoint_name>[-\w]+)/predict/?$", views.PredictView.as_view(), name="predict"),
+    re_path(r"^stop_ab_test/(?P<ab_test_id>\d+)/?$", views.StopABTestView.as_view(),
+            name="stop-ab-test"),
     *router.urls,
 ]

@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from apps.endpoints import filters, selectors, serializers, services
 from apps.endpoints.models import Endpoint, MLModelStatus
+from apps.endpoints.routing import USER_KEY_HEADER, USER_KEY_PARAM
 
 
 class EndpointViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -84,6 +85,9 @@ class PredictView(APIView):
                              "production): testing, staging, production, ab_testing."),
             OpenApiParameter("version", str, description="Model version, to narrow the choice."),
             OpenApiParameter("name", str, description="Model name, to narrow the choice."),
+            OpenApiParameter(USER_KEY_PARAM, str, description="Under ab_testing: a stable client "
+                             "key; the same key reaches the same model for the whole test. "
+                             "The X-User-Id header does the same."),
         ],
     )
     def post(self, request, endpoint_name):
@@ -93,5 +97,41 @@ class PredictView(APIView):
             status=request.query_params.get("status"),
             version=request.query_params.get("version"),
             name=request.query_params.get("name"),
+            user_key=(request.query_params.get(USER_KEY_PARAM)
+                      or request.headers.get(USER_KEY_HEADER)),
         )
         return Response(serializers.PredictionSerializer(mlrequest).data)
+
+
+class ABTestViewSet(viewsets.ReadOnlyModelViewSet):
+    """A/B tests. POST starts one: its models move to ``ab_testing``."""
+
+    serializer_class = serializers.ABTestSerializer
+    filterset_class = filters.ABTestFilter
+
+    def get_queryset(self):
+        return selectors.ab_test_list()
+
+    @extend_schema(request=serializers.ABTestCreateSerializer,
+                   responses={201: serializers.ABTestSerializer})
+    def create(self, request):
+        data = serializers.ABTestCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        ab_test = services.ab_test_create(**data.validated_data)
+        out = self.get_serializer(self.get_queryset().get(pk=ab_test.pk))
+        return Response(out.data, status=status.HTTP_201_CREATED)
+
+
+class StopABTestView(APIView):
+    """Stop an A/B test and promote its most accurate model to production."""
+
+    serializer_class = serializers.ABTestStopSerializer
+
+    @extend_schema(request=serializers.ABTestStopSerializer,
+                   responses={200: serializers.ABTestSerializer})
+    def post(self, request, ab_test_id):
+        data = serializers.ABTestStopSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        ab_test = services.ab_test_stop(ab_test_id=int(ab_test_id), **data.validated_data)
+        ab_test = selectors.ab_test_list().get(pk=ab_test.pk)
+        return Response(serializers.ABTestSerializer(ab_test).data)
