@@ -130,19 +130,20 @@ def ab_test_counts(ab_test: ABTest) -> list[ArmCounts]:
     rows = (
         MLRequest.objects.filter(ab_test=ab_test)
         .values("mlmodel_id")
+        # Annotation names must not shadow fields: "correct" filters on the feedback column.
         .annotate(
-            requests=Count("id"),
-            feedback=Count("feedback"),
-            correct=Count("id", filter=Q(feedback=F("response"))),
+            n_requests=Count("id"),
+            n_feedback=Count("feedback"),
+            n_correct=Count("id", filter=Q(feedback=F("response"))),
         )
     )
     by_model = {row["mlmodel_id"]: row for row in rows}
-    empty = {"requests": 0, "feedback": 0, "correct": 0}
+    empty = {"n_requests": 0, "n_feedback": 0, "n_correct": 0}
     return [
         ArmCounts(
             mlmodel=arm.mlmodel_id, name=arm.mlmodel.name, version=arm.mlmodel.version,
             weight=arm.weight, was_production=arm.was_production,
-            **{k: by_model.get(arm.mlmodel_id, empty)[k] for k in empty},
+            **{k[2:]: by_model.get(arm.mlmodel_id, empty)[k] for k in empty},
         )
         for arm in ab_test.arms.all()
     ]

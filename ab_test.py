@@ -1,0 +1,199 @@
+#!/usr/bin/env python
+"""Traffic simulator for A/B tests: held-out Adult rows in, true labels back as feedback.
+
+    python ab_test.py --start --stop -n 400
+
+Reads rows of adult.test (never the training file), posts each to the endpoint's predict URL with
+``status=ab_testing`` (and a user key with --user-keys), PUTs the row's true label as feedback,
+then prints each model's accuracy as the client saw it and the test's live results. --start
+creates a test between two named models first; --stop ends it and prints the promotion. Failed
+requests are listed with their status and message, and the exit code is then 1.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import requests
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from research import adult  # noqa: E402
+from research.adult import TARGET  # noqa: E402
+
+TIMEOUT = 30
+
+
+class Failure(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, url: str):
+        self.url = url.rstrip("/") + "/api/v1"
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def call(self, method: str, path: str, **kwargs) -> dict:
+        what = f"{method} {path}"
+        try:
+            response = self.session.request(method, self.url + path, timeout=TIMEOUT, **kwargs)
+        except requests.RequestException as exc:
+            raise Failure(f"{what}: no answer ({exc.__class__.__name__}: {exc})") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("detail", response.text)
+            except ValueError:
+                message = response.text[:300]
+            raise Failure(f"{what}: {response.status_code} {message}")
+        return response.json()
+
+
+def find_model(client: Client, endpoint: str, spec: str) -> dict:
+    """A model by "name" or "name@version"."""
+    name, _, version = spec.partition("@")
+    params = {"endpoint_name": endpoint, "name": name}
+    if version:
+        params["version"] = version
+    found = client.call("GET", "/mlmodels", params=params)["results"]
+    if len(found) != 1:
+        versions = ", ".join(m["version"] for m in found) or "none"
+        raise Failure(f"model {spec!r} of endpoint {endpoint!r}: {len(found)} match "
+                      f"(versions: {versions}); use name@version")
+    return found[0]
+
+
+def running_test(client: Client, endpoint: str) -> dict:
+    tests = client.call("GET", "/abtests", params={"endpoint_name": endpoint, "running": "true"})
+    if not tests["results"]:
+        raise Failure(f"no A/B test is running on endpoint {endpoint!r}; pass --start to start one")
+    return tests["results"][0]
+
+
+def send(client: Client, endpoint: str, index: int, row: dict, user_keys: bool) -> dict:
+    features = {k: v for k, v in row.items() if k != TARGET}
+    params = {"status": "ab_testing"}
+    if user_keys:
+        params["user_id"] = f"user-{index}"
+    answer = client.call("POST", f"/{endpoint}/predict", params=params, json=features)
+    client.call("PUT", f"/mlrequests/{answer['request_id']}", json={"feedback": row[TARGET]})
+    model = answer["model"]
+    return {"model": f"{model['name']} {model['version']}",
+            "correct": answer["label"] == row[TARGET]}
+
+
+def print_results(test: dict) -> None:
+    print(f"\nA/B test {test['id']} ({test['title']!r}, {test['state']}), as the server counts:")
+    for m in test["results"]["models"]:
+        if m["accuracy"] is None:
+            print(f"  {m['name']} {m['version']}: {m['requests']} requests, no feedback")
+        else:
+            low, high = m["ci95"]
+            print(f"  {m['name']} {m['version']}: {m['requests']} requests, {m['feedback']} "
+                  f"with feedback, accuracy {m['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f})")
+    for c in test["results"]["comparisons"]:
+        print(f"  difference {c['difference']:+.3f} (95% CI {c['ci95'][0]:+.3f} to "
+              f"{c['ci95'][1]:+.3f}), p-value {c['p_value']:.3g}"
+              + (" (significant at 5%)" if c["significant"] else " (not significant at 5%)"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the service's base URL")
+    parser.add_argument("--endpoint", default="classifier")
+    parser.add_argument("-n", type=int, default=400, help="rows to send (default 400)")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    parser.add_argument("--start", action="store_true",
+                        help="start a test between --models first")
+    parser.add_argument("--models", nargs=2, default=["random forest", "extra trees"],
+                        metavar="NAME[@VERSION]", help="the two models --start puts under test")
+    parser.add_argument("--split", nargs=2, type=float, default=None, metavar="WEIGHT",
+                        help="traffic weights of the two models (default equal)")
+    parser.add_argument("--stop", action="store_true",
+                        help="stop the test at the end and print the promotion")
+    parser.add_argument("--user-keys", action="store_true",
+                        help="send a stable user_id per row (sticky routing)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for choosing the rows")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder holding adult.test (default $ADULT_DATA_DIR or research/data)")
+    args = parser.parse_args(argv)
+
+    client = Client(args.url)
+    try:
+        rows = adult.load("adult.test", args.data_dir)
+    except adult.DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not 0 < args.n <= len(rows):
+        parser.error(f"-n must be between 1 and {len(rows)}")
+    rows = random.Random(args.seed).sample(rows, args.n)
+
+    try:
+        if args.start:
+            models = [find_model(client, args.endpoint, spec)["id"] for spec in args.models]
+            body = {"title": f"{args.models[0]} vs {args.models[1]}", "created_by": "ab_test.py",
+                    "mlmodels": models}
+            if args.split:
+                body["split"] = args.split
+            test = client.call("POST", "/abtests", json=body)
+            print(f"started A/B test {test['id']}: {test['title']}")
+        else:
+            test = running_test(client, args.endpoint)
+            print(f"using running A/B test {test['id']}: {test['title']}")
+    except Failure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    served, correct, failures = Counter(), Counter(), []
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        futures = [pool.submit(send, client, args.endpoint, i, row, args.user_keys)
+                   for i, row in enumerate(rows)]
+        progress = tqdm(as_completed(futures), total=len(futures), unit="req", file=sys.stderr,
+                        disable=None)  # None: a bar on a terminal, quiet in a log
+        for future in progress:
+            try:
+                result = future.result()
+            except Failure as exc:
+                failures.append(str(exc))
+                continue
+            served[result["model"]] += 1
+            correct[result["model"]] += result["correct"]
+
+    print(f"\nsent {args.n} rows of adult.test, {len(failures)} failed")
+    for model in sorted(served):
+        print(f"  {model}: {served[model]} answers, accuracy {correct[model] / served[model]:.3f}")
+    status = 0
+    if failures:
+        status = 1
+        print(f"\n{len(failures)} failed requests:", file=sys.stderr)
+        for message, count in Counter(failures).most_common():
+            print(f"  {count} x {message}", file=sys.stderr)
+
+    try:
+        print_results(client.call("GET", f"/abtests/{test['id']}"))
+        if args.stop:
+            stopped = client.call("POST", f"/stop_ab_test/{test['id']}",
+                                  json={"stopped_by": "ab_test.py"})
+            promoted = next(m for m in stopped["models"]
+                            if m["mlmodel"] == stopped["results"]["promoted"])
+            print(f"\nstopped A/B test {stopped['id']}: promoted {promoted['name']} "
+                  f"{promoted['version']} to production")
+            print(stopped["summary"])
+    except Failure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

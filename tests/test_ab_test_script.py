@@ -1,0 +1,63 @@
+"""ab_test.py against a live gunicorn: a whole A/B test from start to promotion, and failures."""
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from conftest import ROOT, SERVER_DIR, free_port, server_env, start_gunicorn, stop
+
+pytestmark = pytest.mark.live
+
+
+def register():
+    subprocess.run([sys.executable, "manage.py", "register_models"], cwd=SERVER_DIR,
+                   env=server_env(), check=True, capture_output=True)
+
+
+def simulate(url, *args):
+    return subprocess.run([sys.executable, "ab_test.py", "--url", url, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_start_stop_promotes_the_more_accurate_model(live_server_url):
+    register()
+    run = simulate(live_server_url, "--start", "--stop", "-n", "120", "--concurrency", "4",
+                   "--seed", "7", "--user-keys")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "sent 120 rows of adult.test, 0 failed" in run.stdout
+    assert "stopped A/B test" in run.stdout and "to production" in run.stdout
+
+    test = requests.get(f"{live_server_url}/api/v1/abtests", timeout=10).json()["results"][0]
+    assert test["state"] == "stopped"
+    figures = {m["mlmodel"]: m for m in test["results"]["models"]}
+    assert sum(m["requests"] for m in figures.values()) == 120
+    assert all(m["feedback"] == m["requests"] for m in figures.values())
+    winner = max(figures.values(), key=lambda m: (m["accuracy"], m["was_production"]))
+    assert test["results"]["promoted"] == winner["mlmodel"]
+    production = requests.get(f"{live_server_url}/api/v1/mlmodels?status=production",
+                              timeout=10).json()["results"]
+    assert [m["id"] for m in production] == [winner["mlmodel"]]
+    assert f"promoted {winner['name']} {winner['version']} to production" in run.stdout
+
+
+def test_without_a_running_test_it_says_so_and_fails(live_server_url):
+    register()
+    run = simulate(live_server_url, "-n", "5")
+    assert run.returncode == 1
+    assert "no A/B test is running on endpoint 'classifier'; pass --start" in run.stderr
+
+
+def test_failed_requests_are_reported_with_status_and_message(transactional_db, tmp_path):
+    register()
+    port = free_port()
+    server = start_gunicorn(port, ML_ARTIFACTS_DIR=str(tmp_path))  # no artifacts: 503s
+    try:
+        run = simulate(f"http://127.0.0.1:{port}", "--start", "-n", "6", "--concurrency", "2")
+    finally:
+        stop(server)
+    assert run.returncode == 1
+    assert "sent 6 rows of adult.test, 6 failed" in run.stdout
+    assert "6 failed requests:" in run.stderr
+    assert "x POST /classifier/predict: 503 model" in run.stderr
+    assert "cannot be loaded: its artifact" in run.stderr and "is missing" in run.stderr
