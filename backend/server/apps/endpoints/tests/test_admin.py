@@ -1,0 +1,49 @@
+"""The admin renders every model and changes statuses and stops tests through the services."""
+import pytest
+from django.contrib.auth.models import User
+
+from apps.endpoints import services
+from apps.endpoints.models import ABTest, MLModelStatus, MLRequest
+
+
+@pytest.fixture
+def staff(client, db):
+    client.force_login(User.objects.create_superuser("admin", "a@example.com", "pw"))
+    return client
+
+
+@pytest.mark.parametrize("name", ["endpoint", "mlmodel", "mlmodelstatus", "mlrequest", "abtest"])
+def test_every_changelist_renders(staff, registered, name):
+    response = staff.get(f"/admin/endpoints/{name}/")
+    assert response.status_code == 200
+
+
+def test_mlmodel_list_shows_the_current_status_and_filters_by_it(staff, registered):
+    page = staff.get("/admin/endpoints/mlmodel/?status=production").content.decode()
+    assert "1 ML model" in page and "random forest" in page
+
+
+def test_the_status_action_goes_through_the_service(staff, registered):
+    et = registered["extra trees"]
+    staff.post("/admin/endpoints/mlmodel/", {"action": "set_status_production",
+                                             "_selected_action": [et.pk]})
+    active = dict(MLModelStatus.objects.filter(active=True).values_list("mlmodel__name", "status"))
+    assert active == {"extra trees": "production", "random forest": "archived"}
+
+
+def test_the_stop_action_stops_a_test_and_reports_refusals(staff, registered):
+    rf, et = registered["random forest"], registered["extra trees"]
+    test = services.ab_test_create(title="t", created_by="ann", mlmodels=[rf, et])
+    response = staff.post("/admin/endpoints/abtest/", {"action": "stop_tests",
+                                                       "_selected_action": [test.pk]},
+                          follow=True)
+    assert "no feedback for" in response.content.decode()
+    for mlmodel, feedback in ((rf, ">50K"), (et, "<=50K")):
+        MLRequest.objects.create(mlmodel=mlmodel, ab_test=test, input_data={},
+                                 full_response={}, response="<=50K", feedback=feedback)
+    detail = staff.get(f"/admin/endpoints/abtest/{test.pk}/change/").content.decode()
+    assert "accuracy 100.0%" in detail
+    staff.post("/admin/endpoints/abtest/", {"action": "stop_tests",
+                                            "_selected_action": [test.pk]})
+    test.refresh_from_db()
+    assert test.ended_at is not None and test.results["promoted"] == et.pk
