@@ -80,7 +80,7 @@ def server_env(**extra) -> dict:
         "DEBUG": "0",
         "SECRET_KEY": "live-test-secret-key-not-for-production",
         "DATABASE_URL": test_database_url(),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost,127.0.0.2,127.0.0.3",
         "ML_ARTIFACTS_DIR": str(settings.ML_ARTIFACTS_DIR),
     }
     env.update(extra)
@@ -106,14 +106,21 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30) -> N
     raise RuntimeError(f"no answer from {url} within {timeout}s")
 
 
-def start_gunicorn(port: int, workers: int = 2, **env) -> subprocess.Popen:
+GUNICORN_CONF = ROOT / "docker" / "backend" / "gunicorn.conf.py"
+
+
+def start_gunicorn(port: int, host: str = "127.0.0.1", workers: int = 2,
+                   accesslog: str = "", **env) -> subprocess.Popen:
+    """gunicorn with the project's own config file, as the container runs it."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "server.wsgi:application",
-         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
-        cwd=SERVER_DIR, env=server_env(**env),
+        [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF),
+         "server.wsgi:application"],
+        cwd=SERVER_DIR,
+        env=server_env(GUNICORN_BIND=f"{host}:{port}", GUNICORN_WORKERS=str(workers),
+                       GUNICORN_LOGLEVEL="warning", GUNICORN_ACCESSLOG=accesslog, **env),
     )
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/api/v1/endpoints", process)
+        wait_for_http(f"http://{host}:{port}/health/live", process)
     except Exception:
         process.kill()
         raise

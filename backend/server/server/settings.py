@@ -5,6 +5,13 @@
     ALLOWED_HOSTS    comma-separated; default "localhost,127.0.0.1"
     DATABASE_URL     e.g. postgres://user:pass@host:5432/db; default: SQLite file db.sqlite3
     ML_ARTIFACTS_DIR where model artifacts named by relative paths live; default research/artifacts
+    CSRF_TRUSTED_ORIGINS  comma-separated origins (https://ml.example.com) for the admin behind TLS
+    SECURE_COOKIES   send session/CSRF cookies over HTTPS only; default on unless DEBUG
+    SECURE_HSTS_SECONDS   HSTS max-age, when this app (not the TLS terminator) should set it
+
+Production runs behind nginx, which terminates nothing itself: TLS ends at the load balancer in
+front of it. nginx overwrites X-Forwarded-Proto on every request and gunicorn is reachable only
+through nginx, so the header is trusted from the proxy alone.
 """
 import os
 from pathlib import Path
@@ -39,6 +46,18 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-local-development-key-never-use-in-production"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Behind the proxy: nginx sets X-Forwarded-Proto itself (a client's value never passes through).
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=not DEBUG)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SILENCED_SYSTEM_CHECKS = [
+    # security.W004 (HSTS) and W008 (SSL redirect): TLS is terminated in front of nginx, which
+    # is where HTTPS redirects and the HSTS header belong; SECURE_HSTS_SECONDS turns it on here.
+    "security.W004",
+    "security.W008",
+]
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -149,6 +149,12 @@ def ab_test_counts(ab_test: ABTest) -> list[ArmCounts]:
     ]
 
 
+def serving_models() -> QuerySet[MLModel]:
+    """Models that can be asked for predictions: every model with an active, non-archived status."""
+    serving = [status for status in Status.values if status != Status.ARCHIVED]
+    return MLModel.objects.filter(statuses__active=True, statuses__status__in=serving)
+
+
 def mlmodel_list() -> QuerySet[MLModel]:
     active = MLModelStatus.objects.filter(mlmodel=OuterRef("pk"), active=True)
     return MLModel.objects.select_related("endpoint").annotate(

@@ -231,3 +231,21 @@ def test_openapi_schema_and_docs_are_served(api):
     assert "/api/v1/mlrequests/{id}" in paths
     docs = api.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_health_live_and_ready(client, registered):
+    assert client.get("/health/live").json() == {"status": "ok"}
+    assert client.get("/health/ready").json() == {"status": "ok", "models": 2}
+
+
+def test_ready_is_503_and_names_the_model_whose_artifact_is_missing(client, registered,
+                                                                    settings, tmp_path):
+    from apps.endpoints.registry import registry
+
+    registry.clear()
+    settings.ML_ARTIFACTS_DIR = tmp_path
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert any("random forest 0.0.1" in p and "is missing" in p
+               for p in response.json()["problems"])
+    registry.clear()

@@ -1,0 +1,147 @@
+"""The production topology without Docker: nginx (the project's template) in front of two
+gunicorn instances (the project's config) against the test database.
+
+The two instances stand where compose's replicas stand: the name ``wsgiserver`` resolves to both
+(127.0.0.2 and 127.0.0.3; .ci/run adds them to /etc/hosts, as Docker's DNS would), and the
+template's upstream is ``wsgiserver:<port>``, exactly as in docker-compose.yml.
+"""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import ROOT, SERVER_DIR, free_port, server_env, start_gunicorn, stop, wait_for_http
+
+pytestmark = pytest.mark.live
+
+TEMPLATE = ROOT / "docker" / "nginx" / "default.conf.template"
+REPLICAS = ("127.0.0.2", "127.0.0.3")
+
+
+def _missing():
+    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
+        return "nginx is not installed (apt-get install nginx-light; .ci/run does)"
+    try:
+        found = {a[4][0] for a in socket.getaddrinfo("wsgiserver", 80, type=socket.SOCK_STREAM)}
+    except socket.gaierror:
+        found = set()
+    if found != set(REPLICAS):
+        return "'wsgiserver' does not resolve to 127.0.0.2 and 127.0.0.3 (.ci/run adds them)"
+    return None
+
+
+if _missing():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"CI must run the topology test: {_missing()}")
+    pytest.skip(_missing(), allow_module_level=True)
+
+
+def render(template: str, **values) -> str:
+    """What the nginx image's envsubst does: replace only the variables it is given."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+@pytest.fixture
+def stack(transactional_db, tmp_path):
+    static = tmp_path / "static"
+    env = server_env(STATIC_ROOT=str(static))
+    for command in (["collectstatic", "--noinput", "--verbosity", "0"], ["register_models"]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=SERVER_DIR, env=env,
+                       check=True, capture_output=True)
+    app_port, nginx_port = free_port(), free_port()
+    logs = {host: tmp_path / f"access-{host}.log" for host in REPLICAS}
+    apps = [start_gunicorn(app_port, host=host, accesslog=str(logs[host])) for host in REPLICAS]
+
+    conf = render(TEMPLATE.read_text(), APP_UPSTREAM=f"wsgiserver:{app_port}",
+                  STATIC_ROOT=str(static), NGINX_PORT=f"127.0.0.1:{nginx_port}")
+    (tmp_path / "default.conf").write_text(conf)
+    (tmp_path / "nginx.conf").write_text(f"""
+{"user root;" if os.geteuid() == 0 else ""}
+worker_processes 1;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/nginx-error.log;
+events {{ worker_connections 256; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log {tmp_path}/nginx-access.log;
+    client_body_temp_path {tmp_path}/client_body;
+    proxy_temp_path {tmp_path}/proxy;
+    include {tmp_path}/default.conf;
+}}
+""")
+    nginx = subprocess.Popen(["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path),
+                              "-g", "daemon off;"])
+    url = f"http://127.0.0.1:{nginx_port}"
+    try:
+        wait_for_http(url + "/health/live", nginx)
+        yield {"url": url, "static": static, "logs": logs,
+               "replicas": [f"http://{host}:{app_port}" for host in REPLICAS]}
+    finally:
+        stop(nginx)
+        for app in apps:
+            stop(app)
+
+
+def test_static_files_come_from_nginx(stack):
+    path = "admin/css/base.css"
+    response = requests.get(f"{stack['url']}/static/{path}", timeout=10)
+    assert response.status_code == 200
+    assert response.content == (stack["static"] / path).read_bytes()
+    assert response.headers["Server"].startswith("nginx")
+    # gunicorn itself serves no static files with DEBUG off: nginx answered.
+    assert requests.get(f"{stack['replicas'][0]}/static/{path}", timeout=10).status_code == 404
+
+
+def test_predict_feedback_and_health_through_nginx(stack, sample_row):
+    url = stack["url"]
+    assert requests.get(f"{url}/health/ready", timeout=10).json()["status"] == "ok"
+    answer = requests.post(f"{url}/api/v1/classifier/predict", json=sample_row, timeout=10)
+    assert answer.status_code == 200 and answer.json()["label"] == "<=50K"
+    feedback = requests.put(f"{url}/api/v1/mlrequests/{answer.json()['request_id']}",
+                            json={"feedback": "<=50K"}, timeout=10)
+    assert feedback.status_code == 200 and feedback.json()["feedback"] == "<=50K"
+
+
+def test_nginx_spreads_requests_over_both_instances(stack, sample_row):
+    for _ in range(20):
+        requests.post(f"{stack['url']}/api/v1/classifier/predict", json=sample_row, timeout=10)
+    served = {host: log.read_text().count("/predict") for host, log in stack["logs"].items()}
+    assert all(count > 0 for count in served.values()), served
+    assert sum(served.values()) == 20
+
+
+def test_a_promotion_through_one_instance_is_seen_by_the_other_at_once(stack, sample_row):
+    first, second = stack["replicas"]
+    # Both instances have served, and so cached, the current production model.
+    for base in (first, second):
+        assert requests.post(f"{base}/api/v1/classifier/predict", json=sample_row,
+                             timeout=10).json()["model"]["name"] == "random forest"
+    models = {m["name"]: m["id"] for m in
+              requests.get(f"{first}/api/v1/mlmodels", timeout=10).json()["results"]}
+    promoted = requests.post(f"{first}/api/v1/mlmodelstatuses", timeout=10, json={
+        "mlmodel": models["extra trees"], "status": "production", "created_by": "ops"})
+    assert promoted.status_code == 201
+    answer = requests.post(f"{second}/api/v1/classifier/predict", json=sample_row, timeout=10)
+    assert answer.json()["model"]["name"] == "extra trees"
+    through_nginx = {requests.post(f"{stack['url']}/api/v1/classifier/predict", json=sample_row,
+                                   timeout=10).json()["model"]["name"] for _ in range(10)}
+    assert through_nginx == {"extra trees"}
+
+
+def test_ab_test_script_promotes_through_nginx(stack):
+    run = subprocess.run([sys.executable, "ab_test.py", "--url", stack["url"], "--start",
+                          "--stop", "-n", "80", "--seed", "3"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "to production" in run.stdout
+    test = requests.get(f"{stack['url']}/api/v1/abtests", timeout=10).json()["results"][0]
+    assert test["state"] == "stopped"
+    production = requests.get(f"{stack['replicas'][1]}/api/v1/mlmodels?status=production",
+                              timeout=10).json()["results"]
+    assert [m["id"] for m in production] == [test["results"]["promoted"]]
