@@ -8,7 +8,6 @@ is read, so a truncated download or an edited copy never trains a model silently
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import shutil
 import sys
@@ -19,6 +18,7 @@ from typing import Iterator
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "backend" / "server"))
 
+from apps.ml.checksums import sha256_file as sha256_of  # noqa: E402
 from apps.ml.income_classifier.preprocessing import FEATURES, NUMERIC, TARGET  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT / "research" / "data"
@@ -36,14 +36,6 @@ class DataError(RuntimeError):
 
 def data_dir() -> Path:
     return Path(os.environ.get("ADULT_DATA_DIR") or DEFAULT_DATA_DIR)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(name: str, directory: Path, base_url: str | None = None, timeout: float = 30) -> Path:

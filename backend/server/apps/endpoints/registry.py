@@ -7,7 +7,6 @@ sha256 stored for its model before anything is unpickled, so a swapped or damage
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import threading
@@ -19,6 +18,7 @@ from django.conf import settings
 from apps.endpoints.exceptions import Unavailable
 from apps.endpoints.models import MLModel
 from apps.ml.base import Algorithm
+from apps.ml.checksums import sha256_file as file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +26,6 @@ logger = logging.getLogger(__name__)
 def artifact_file(mlmodel: MLModel) -> Path:
     path = Path(mlmodel.artifact_path)
     return path if path.is_absolute() else Path(settings.ML_ARTIFACTS_DIR) / path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def import_algorithm(code: str) -> type[Algorithm]:
