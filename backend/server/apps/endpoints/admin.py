@@ -142,23 +142,18 @@ class ABTestAdmin(admin.ModelAdmin):
     def state(self, obj):
         return "running" if obj.ended_at is None else "stopped"
 
-    def _results(self, obj):
-        if obj.ended_at is not None:
-            return obj.results
-        return ab_statistics.results(selectors.ab_test_counts(obj))
-
     @admin.display(description="accuracy (feedback)")
     def figures(self, obj):
         return ", ".join(
             f"{m['name']}: " + (f"{100 * m['accuracy']:.1f}% ({m['feedback']})"
                                 if m["accuracy"] is not None else "no feedback")
-            for m in self._results(obj)["models"]
+            for m in selectors.ab_test_results(obj)["models"]
         )
 
     @admin.display(description="summary")
     def live_summary(self, obj):
         return obj.summary if obj.ended_at is not None else ab_statistics.summary_text(
-            self._results(obj))
+            selectors.ab_test_results(obj))
 
     @admin.action(description="Stop the selected tests and promote their winners")
     def stop_tests(self, request, queryset):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 
-from apps.endpoints import routing
+from apps.endpoints import ab_statistics, routing
 from apps.endpoints.ab_statistics import ArmCounts
 from apps.endpoints.exceptions import InvalidInput, NotFound
 from apps.endpoints.models import (
@@ -164,3 +164,10 @@ def mlmodel_list() -> QuerySet[MLModel]:
 
 def mlrequest_list() -> QuerySet[MLRequest]:
     return MLRequest.objects.select_related("mlmodel")
+
+
+def ab_test_results(ab_test: ABTest) -> dict:
+    """A test's figures: computed live while it runs, as frozen at stop afterwards."""
+    if ab_test.ended_at is not None:
+        return ab_test.results
+    return ab_statistics.results(ab_test_counts(ab_test))

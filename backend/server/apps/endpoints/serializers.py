@@ -1,7 +1,7 @@
 """Output serializers for the catalog, and small input serializers that only parse."""
 from rest_framework import serializers
 
-from apps.endpoints import ab_statistics, selectors
+from apps.endpoints import selectors
 from apps.endpoints.models import ABTest, Endpoint, MLModel, MLModelStatus, MLRequest, Status
 
 
@@ -131,9 +131,7 @@ class ABTestSerializer(serializers.ModelSerializer):
         return self._parent(obj, 1)
 
     def get_results(self, obj) -> dict:
-        if obj.ended_at is not None:
-            return obj.results
-        return ab_statistics.results(selectors.ab_test_counts(obj))
+        return selectors.ab_test_results(obj)
 
 
 class ABTestCreateSerializer(serializers.Serializer):

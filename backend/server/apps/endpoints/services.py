@@ -243,7 +243,8 @@ def ab_test_stop(*, ab_test_id: int, stopped_by: str) -> ABTest:
     """
     with transaction.atomic():
         try:
-            ab_test = ABTest.objects.select_for_update().get(pk=ab_test_id)
+            ab_test = (ABTest.objects.select_for_update()
+                       .prefetch_related("arms__mlmodel").get(pk=ab_test_id))
         except ABTest.DoesNotExist:
             raise NotFound(f"no A/B test with id {ab_test_id}") from None
         if ab_test.ended_at is not None:
@@ -259,7 +260,7 @@ def ab_test_stop(*, ab_test_id: int, stopped_by: str) -> ABTest:
                 + ", ".join(waiting) + "; the test keeps running"
             )
         result = ab_statistics.results(counts)
-        arms = {arm.mlmodel_id: arm for arm in ab_test.arms.select_related("mlmodel")}
+        arms = {arm.mlmodel_id: arm for arm in ab_test.arms.all()}  # prefetched with the lock
         winner = arms[result["leader"]]
         moves = []
         for arm in arms.values():
