@@ -13,7 +13,7 @@ ARTIFACTS := research/artifacts/manifest.json
 # The Makefile is the local, debug-friendly way in; production settings come from the environment.
 export DEBUG ?= 1
 
-.PHONY: run test install data train migrate register clean
+.PHONY: run test install data train migrate register token clean
 
 $(BIN)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ run: register
 
 test: $(BIN)/.dev $(ARTIFACTS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# An API token for writes and feedback, its user created if needed (default: your login name):
+#   export ML_API_TOKEN=$$(make -s token)      or      make -s token NAME=ann
+NAME ?= $(or $(USER),ml-client)
+token: $(BIN)/.runtime
+	@$(MANAGE) migrate --noinput --verbosity 0
+	@$(MANAGE) api_token "$(NAME)" --create-user
 
 clean:
 	rm -rf $(VENV) research/artifacts backend/server/db.sqlite3* backend/server/staticfiles

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Traffic simulator for A/B tests: held-out Adult rows in, true labels back as feedback.
 
+    export ML_API_TOKEN=$(cd backend/server && ../../.venv/bin/python manage.py \
+        api_token ab-test --create-user)
     python ab_test.py --start --stop -n 400
 
 Reads rows of adult.test (never the training file), posts each to the endpoint's predict URL with
@@ -8,13 +10,18 @@ Reads rows of adult.test (never the training file), posts each to the endpoint's
 then prints each model's accuracy as the client saw it and the test's live results. --start
 creates a test between two named models first; --stop ends it and prints the promotion. Failed
 requests are listed with their status and message, and the exit code is then 1.
+
+Feedback and starting or stopping a test need an API token (--token or $ML_API_TOKEN). A request
+the service rate-limits (429) is retried after the wait its Retry-After header names.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -27,6 +34,10 @@ from research import adult  # noqa: E402
 from research.adult import TARGET  # noqa: E402
 
 TIMEOUT = 30
+RETRIES_WHEN_LIMITED = 5
+TOKEN_ENV = "ML_API_TOKEN"
+TOKEN_HOWTO = ("pass --token KEY or set ML_API_TOKEN; an operator prints a key with "
+               "'python manage.py api_token <username> --create-user' in backend/server")
 
 
 class Failure(Exception):
@@ -34,22 +45,33 @@ class Failure(Exception):
 
 
 class Client:
-    def __init__(self, url: str):
+    def __init__(self, url: str, token: str):
         self.url = url.rstrip("/") + "/api/v1"
+        self.token = token
+        self.waits = 0  # rate-limited answers that were retried
+        self._lock = threading.Lock()
         self._local = threading.local()
 
     @property
     def session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
             self._local.session = requests.Session()
+            self._local.session.headers["Authorization"] = f"Token {self.token}"
         return self._local.session
 
     def call(self, method: str, path: str, **kwargs) -> dict:
         what = f"{method} {path}"
-        try:
-            response = self.session.request(method, self.url + path, timeout=TIMEOUT, **kwargs)
-        except requests.RequestException as exc:
-            raise Failure(f"{what}: no answer ({exc.__class__.__name__}: {exc})") from None
+        for attempt in range(RETRIES_WHEN_LIMITED + 1):
+            try:
+                response = self.session.request(method, self.url + path, timeout=TIMEOUT,
+                                                **kwargs)
+            except requests.RequestException as exc:
+                raise Failure(f"{what}: no answer ({exc.__class__.__name__}: {exc})") from None
+            if response.status_code != 429 or attempt == RETRIES_WHEN_LIMITED:
+                break
+            with self._lock:
+                self.waits += 1
+            time.sleep(min(float(response.headers.get("Retry-After") or 1), TIMEOUT))
         if response.status_code >= 400:
             try:
                 message = response.json().get("detail", response.text)
@@ -110,6 +132,9 @@ def print_results(test: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the service's base URL")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                        help=f"API token for feedback and for starting/stopping tests "
+                             f"(default ${TOKEN_ENV})")
     parser.add_argument("--endpoint", default="classifier")
     parser.add_argument("-n", type=int, default=400, help="rows to send (default 400)")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
@@ -127,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder holding adult.test (default $ADULT_DATA_DIR or research/data)")
     args = parser.parse_args(argv)
+    if not args.token:
+        print(f"error: sending feedback needs an API token: {TOKEN_HOWTO}", file=sys.stderr)
+        return 2
 
-    client = Client(args.url)
+    client = Client(args.url, args.token)
     try:
         rows = adult.load("adult.test", args.data_dir)
     except adult.DataError as exc:
@@ -170,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             correct[result["model"]] += result["correct"]
 
     print(f"\nsent {args.n} rows of adult.test, {len(failures)} failed")
+    if client.waits:
+        print(f"  rate-limited {client.waits} times; each waited as Retry-After said and was "
+              f"retried")
     for model in sorted(served):
         print(f"  {model}: {served[model]} answers, accuracy {correct[model] / served[model]:.3f}")
     status = 0

@@ -1,6 +1,7 @@
 """Fixtures shared by every test: the registered classifier, a sample row, live servers."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -54,11 +55,38 @@ def registered(db):
     return {m.name: m for m in MLModel.objects.all()}
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counters live in the cache: each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
-def api():
+def api_token(db) -> str:
+    """An API token of a plain (non-staff) user, made the way an operator would."""
+    out = io.StringIO()
+    call_command("api_token", "ml-client", "--create-user", stdout=out, stderr=io.StringIO())
+    return out.getvalue().strip()
+
+
+@pytest.fixture
+def anon():
+    """A client without credentials: it may read and predict, nothing else."""
     from rest_framework.test import APIClient
 
     return APIClient()
+
+
+@pytest.fixture
+def api(api_token):
+    """A client sending an API token, as registry tools and feedback senders do."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token}")
+    return client
 
 
 def test_database_url() -> str:
@@ -85,6 +113,14 @@ def server_env(**extra) -> dict:
     }
     env.update(extra)
     return env
+
+
+def issue_token(username: str = "ml-client") -> str:
+    """An API token from the management command, run against the database the servers use."""
+    done = subprocess.run([sys.executable, "manage.py", "api_token", username, "--create-user"],
+                          cwd=SERVER_DIR, env=server_env(), check=True, capture_output=True,
+                          text=True)
+    return done.stdout.strip()
 
 
 def free_port() -> int:

@@ -1,11 +1,13 @@
 """ab_test.py against a live gunicorn: a whole A/B test from start to promotion, and failures."""
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 import requests
 
-from conftest import ROOT, SERVER_DIR, free_port, server_env, start_gunicorn, stop
+from conftest import ROOT, SERVER_DIR, free_port, issue_token, server_env, start_gunicorn, stop
 
 pytestmark = pytest.mark.live
 
@@ -15,15 +17,19 @@ def register():
                    env=server_env(), check=True, capture_output=True)
 
 
-def simulate(url, *args):
+def simulate(url, *args, token=None):
+    """ab_test.py, given the token in its environment variable (or none)."""
+    env = {k: v for k, v in os.environ.items() if k != "ML_API_TOKEN"}
+    if token:
+        env["ML_API_TOKEN"] = token
     return subprocess.run([sys.executable, "ab_test.py", "--url", url, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_start_stop_promotes_the_more_accurate_model(live_server_url):
     register()
     run = simulate(live_server_url, "--start", "--stop", "-n", "120", "--concurrency", "4",
-                   "--seed", "7", "--user-keys")
+                   "--seed", "7", "--user-keys", token=issue_token())
     assert run.returncode == 0, run.stdout + run.stderr
     assert "sent 120 rows of adult.test, 0 failed" in run.stdout
     assert "stopped A/B test" in run.stdout and "to production" in run.stdout
@@ -43,7 +49,7 @@ def test_start_stop_promotes_the_more_accurate_model(live_server_url):
 
 def test_without_a_running_test_it_says_so_and_fails(live_server_url):
     register()
-    run = simulate(live_server_url, "-n", "5")
+    run = simulate(live_server_url, "-n", "5", token=issue_token())
     assert run.returncode == 1
     assert "no A/B test is running on endpoint 'classifier'; pass --start" in run.stderr
 
@@ -53,7 +59,8 @@ def test_failed_requests_are_reported_with_status_and_message(transactional_db, 
     port = free_port()
     server = start_gunicorn(port, ML_ARTIFACTS_DIR=str(tmp_path))  # no artifacts: 503s
     try:
-        run = simulate(f"http://127.0.0.1:{port}", "--start", "-n", "6", "--concurrency", "2")
+        run = simulate(f"http://127.0.0.1:{port}", "--start", "-n", "6", "--concurrency", "2",
+                       token=issue_token())
     finally:
         stop(server)
     assert run.returncode == 1
@@ -61,3 +68,31 @@ def test_failed_requests_are_reported_with_status_and_message(transactional_db, 
     assert "6 failed requests:" in run.stderr
     assert "x POST /classifier/predict: 503 model" in run.stderr
     assert "cannot be loaded: its artifact" in run.stderr and "is missing" in run.stderr
+
+
+def test_without_a_token_it_says_how_to_get_one(live_server_url):
+    run = simulate(live_server_url, "-n", "5")
+    assert run.returncode == 2
+    assert "sending feedback needs an API token: pass --token KEY or set ML_API_TOKEN" in run.stderr
+    assert "manage.py api_token <username> --create-user" in run.stderr
+
+
+def test_a_wrong_token_fails_with_the_servers_message(live_server_url):
+    register()
+    run = simulate(live_server_url, "--start", "-n", "5", "--token", "wrong")
+    assert run.returncode == 1
+    assert "error: GET /mlmodels: 401 Invalid token." in run.stderr  # the first call
+
+
+def test_rate_limited_requests_wait_and_are_retried(transactional_db):
+    register()
+    port = free_port()
+    server = start_gunicorn(port, workers=1, PREDICT_RATE="10/second")
+    try:
+        run = simulate(f"http://127.0.0.1:{port}", "--start", "-n", "60", "--concurrency", "6",
+                       "--seed", "1", token=issue_token())
+    finally:
+        stop(server)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "sent 60 rows of adult.test, 0 failed" in run.stdout
+    assert re.search(r"rate-limited \d+ times; each waited as Retry-After said", run.stdout)

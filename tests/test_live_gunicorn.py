@@ -5,7 +5,7 @@ import sys
 import pytest
 import requests
 
-from conftest import SERVER_DIR, server_env
+from conftest import SERVER_DIR, free_port, issue_token, server_env, start_gunicorn, stop
 
 pytestmark = pytest.mark.live
 
@@ -17,15 +17,22 @@ def live(live_server_url):
     return live_server_url
 
 
-def test_predict_then_feedback_over_http(live, sample_row):
+@pytest.fixture
+def auth():
+    return {"Authorization": f"Token {issue_token()}"}
+
+
+def test_predict_then_feedback_over_http(live, auth, sample_row):
     response = requests.post(f"{live}/api/v1/classifier/predict", json=sample_row, timeout=10)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["label"] == "<=50K" and body["status"] == "OK"
     assert body["model"]["name"] == "random forest"
 
-    feedback = requests.put(f"{live}/api/v1/mlrequests/{body['request_id']}",
-                            json={"feedback": "<=50K"}, timeout=10)
+    url = f"{live}/api/v1/mlrequests/{body['request_id']}"
+    anonymous = requests.put(url, json={"feedback": ">50K"}, timeout=10)
+    assert anonymous.status_code == 401 and "needs an API token" in anonymous.json()["detail"]
+    feedback = requests.put(url, json={"feedback": "<=50K"}, headers=auth, timeout=10)
     assert feedback.status_code == 200
     stored = requests.get(f"{live}/api/v1/mlrequests/{body['request_id']}", timeout=10).json()
     assert stored["feedback"] == "<=50K" and stored["response"] == "<=50K"
@@ -45,10 +52,10 @@ def test_every_worker_serves_and_errors_are_json(live, sample_row):
     assert count == 20
 
 
-def test_a_promotion_is_seen_by_every_worker_at_once(live, sample_row):
+def test_a_promotion_is_seen_by_every_worker_at_once(live, auth, sample_row):
     models = {m["name"]: m["id"]
               for m in requests.get(f"{live}/api/v1/mlmodels", timeout=10).json()["results"]}
-    promoted = requests.post(f"{live}/api/v1/mlmodelstatuses", timeout=10, json={
+    promoted = requests.post(f"{live}/api/v1/mlmodelstatuses", timeout=10, headers=auth, json={
         "mlmodel": models["extra trees"], "status": "production", "created_by": "e2e"})
     assert promoted.status_code == 201
     served_by = {
@@ -57,3 +64,19 @@ def test_a_promotion_is_seen_by_every_worker_at_once(live, sample_row):
         for _ in range(10)
     }
     assert served_by == {"extra trees"}
+
+
+def test_the_rate_limit_over_http(transactional_db, sample_row):
+    """One worker: the default cache counts per process (REDIS_URL shares it; see topology)."""
+    subprocess.run([sys.executable, "manage.py", "register_models"], cwd=SERVER_DIR,
+                   env=server_env(), check=True, capture_output=True)
+    port = free_port()
+    server = start_gunicorn(port, workers=1, PREDICT_RATE="3/day")
+    try:
+        answers = [requests.post(f"http://127.0.0.1:{port}/api/v1/classifier/predict",
+                                 json=sample_row, timeout=10) for _ in range(4)]
+    finally:
+        stop(server)
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert int(answers[-1].headers["Retry-After"]) > 0
+    assert "Request was throttled" in answers[-1].json()["detail"]

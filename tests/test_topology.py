@@ -1,27 +1,34 @@
 """The production topology without Docker: nginx (the project's template) in front of two
-gunicorn instances (the project's config) against the test database.
+gunicorn instances (the project's config) against the test database, sharing the local Redis
+for the rate limit as compose's replicas share its redis service.
 
 The two instances stand where compose's replicas stand: the name ``wsgiserver`` resolves to both
 (127.0.0.2 and 127.0.0.3; .ci/run adds them to /etc/hosts, as Docker's DNS would), and the
 template's upstream is ``wsgiserver:<port>``, exactly as in docker-compose.yml.
 """
+import http.client
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
-from conftest import ROOT, SERVER_DIR, free_port, server_env, start_gunicorn, stop, wait_for_http
+from conftest import (ROOT, SERVER_DIR, free_port, issue_token, server_env, start_gunicorn, stop,
+                      wait_for_http)
 
 pytestmark = pytest.mark.live
 
 TEMPLATE = ROOT / "docker" / "nginx" / "default.conf.template"
 REPLICAS = ("127.0.0.2", "127.0.0.3")
+REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of its own, emptied for each stack
 
 
 def _missing():
@@ -33,6 +40,10 @@ def _missing():
         found = set()
     if found != set(REPLICAS):
         return "'wsgiserver' does not resolve to 127.0.0.2 and 127.0.0.3 (.ci/run adds them)"
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        return f"no Redis answers at {REDIS_URL} (.ci/run starts one)"
     return None
 
 
@@ -48,15 +59,20 @@ def render(template: str, **values) -> str:
 
 
 @pytest.fixture
-def stack(transactional_db, tmp_path):
+def stack(transactional_db, tmp_path, request):
+    """The stack; ``@pytest.mark.parametrize("stack", [{VAR: value}], indirect=True)`` adds
+    environment for the app instances."""
     static = tmp_path / "static"
     env = server_env(STATIC_ROOT=str(static))
     for command in (["collectstatic", "--noinput", "--verbosity", "0"], ["register_models"]):
         subprocess.run([sys.executable, "manage.py", *command], cwd=SERVER_DIR, env=env,
                        check=True, capture_output=True)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    app_env = {"NUM_PROXIES": "1", "REDIS_URL": REDIS_URL, **getattr(request, "param", {})}
     app_port, nginx_port = free_port(), free_port()
     logs = {host: tmp_path / f"access-{host}.log" for host in REPLICAS}
-    apps = [start_gunicorn(app_port, host=host, accesslog=str(logs[host])) for host in REPLICAS]
+    apps = [start_gunicorn(app_port, host=host, accesslog=str(logs[host]), **app_env)
+            for host in REPLICAS]
 
     conf = render(TEMPLATE.read_text(), APP_UPSTREAM=f"wsgiserver:{app_port}",
                   STATIC_ROOT=str(static), NGINX_PORT=f"127.0.0.1:{nginx_port}")
@@ -80,8 +96,9 @@ http {{
     url = f"http://127.0.0.1:{nginx_port}"
     try:
         wait_for_http(url + "/health/live", nginx)
-        yield {"url": url, "static": static, "logs": logs,
-               "replicas": [f"http://{host}:{app_port}" for host in REPLICAS]}
+        yield {"url": url, "port": nginx_port, "static": static, "logs": logs,
+               "replicas": [f"http://{host}:{app_port}" for host in REPLICAS],
+               "auth": {"Authorization": f"Token {issue_token()}"}}
     finally:
         stop(nginx)
         for app in apps:
@@ -104,7 +121,7 @@ def test_predict_feedback_and_health_through_nginx(stack, sample_row):
     answer = requests.post(f"{url}/api/v1/classifier/predict", json=sample_row, timeout=10)
     assert answer.status_code == 200 and answer.json()["label"] == "<=50K"
     feedback = requests.put(f"{url}/api/v1/mlrequests/{answer.json()['request_id']}",
-                            json={"feedback": "<=50K"}, timeout=10)
+                            json={"feedback": "<=50K"}, headers=stack["auth"], timeout=10)
     assert feedback.status_code == 200 and feedback.json()["feedback"] == "<=50K"
 
 
@@ -124,7 +141,8 @@ def test_a_promotion_through_one_instance_is_seen_by_the_other_at_once(stack, sa
                              timeout=10).json()["model"]["name"] == "random forest"
     models = {m["name"]: m["id"] for m in
               requests.get(f"{first}/api/v1/mlmodels", timeout=10).json()["results"]}
-    promoted = requests.post(f"{first}/api/v1/mlmodelstatuses", timeout=10, json={
+    promoted = requests.post(f"{first}/api/v1/mlmodelstatuses", timeout=10, headers=stack["auth"],
+                             json={
         "mlmodel": models["extra trees"], "status": "production", "created_by": "ops"})
     assert promoted.status_code == 201
     answer = requests.post(f"{second}/api/v1/classifier/predict", json=sample_row, timeout=10)
@@ -136,8 +154,9 @@ def test_a_promotion_through_one_instance_is_seen_by_the_other_at_once(stack, sa
 
 def test_ab_test_script_promotes_through_nginx(stack):
     run = subprocess.run([sys.executable, "ab_test.py", "--url", stack["url"], "--start",
-                          "--stop", "-n", "80", "--seed", "3"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+                          "--stop", "-n", "80", "--seed", "3", "--token",
+                          stack["auth"]["Authorization"].split()[1]],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "to production" in run.stdout
     test = requests.get(f"{stack['url']}/api/v1/abtests", timeout=10).json()["results"][0]
@@ -145,3 +164,32 @@ def test_ab_test_script_promotes_through_nginx(stack):
     production = requests.get(f"{stack['replicas'][1]}/api/v1/mlmodels?status=production",
                               timeout=10).json()["results"]
     assert [m["id"] for m in production] == [test["results"]["promoted"]]
+
+
+def predict_from(stack, source: str, row: dict, forwarded_for: str) -> int:
+    """POST through nginx from a given loopback address, claiming to forward for another."""
+    connection = http.client.HTTPConnection("127.0.0.1", stack["port"], timeout=10,
+                                            source_address=(source, 0))
+    try:
+        connection.request("POST", "/api/v1/classifier/predict", body=json.dumps(row),
+                           headers={"Content-Type": "application/json",
+                                    "X-Forwarded-For": forwarded_for})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("stack", [{"PREDICT_RATE": "5/hour"}], indirect=True)
+def test_the_rate_limit_is_per_client_across_every_replica(stack, sample_row):
+    """Both instances (two workers each) count into one Redis key per client, keyed on the
+    address nginx saw; a client's own X-Forwarded-For does not make it someone else."""
+    for client, other in (("127.0.0.4", "127.0.0.5"), ("127.0.0.6", "127.0.0.7")):
+        hour = time.time() // 3600
+        limited = [predict_from(stack, client, sample_row, f"10.9.9.{i}") for i in range(8)]
+        neighbour = predict_from(stack, other, sample_row, "10.9.9.1")
+        if time.time() // 3600 == hour:
+            break  # every request fell in one window; else try again with fresh clients
+    assert limited == [200] * 5 + [429] * 3
+    assert neighbour == 200
+    served = {host: log.read_text().count("/predict") for host, log in stack["logs"].items()}
+    assert all(count >= 4 for count in served.values()), served  # both instances counted

@@ -8,6 +8,11 @@
     CSRF_TRUSTED_ORIGINS  comma-separated origins (https://ml.example.com) for the admin behind TLS
     SECURE_COOKIES   send session/CSRF cookies over HTTPS only; default on unless DEBUG
     SECURE_HSTS_SECONDS   HSTS max-age, when this app (not the TLS terminator) should set it
+    PREDICT_RATE     each client's predict budget, e.g. 50/second (the default), 600/minute, off
+    NUM_PROXIES      proxies in front of the app that append to X-Forwarded-For (1 behind nginx;
+                     default 0: the client is REMOTE_ADDR); rate limiting keys on that address
+    REDIS_URL        e.g. redis://redis:6379/0: a cache shared by every worker and replica, so
+                     the rate limit counts once per client; default: a per-process memory cache
 
 Production runs behind nginx, which terminates nothing itself: TLS ends at the load balancer in
 front of it. nginx overwrites X-Forwarded-Proto on every request and gunicorn is reachable only
@@ -28,6 +33,14 @@ def env_bool(name: str, default: bool = False) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value.strip() else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number") from None
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -51,7 +64,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 # Behind the proxy: nginx sets X-Forwarded-Proto itself (a client's value never passes through).
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=not DEBUG)
-SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SILENCED_SYSTEM_CHECKS = [
     # security.W004 (HSTS) and W008 (SSL redirect): TLS is terminated in front of nginx, which
     # is where HTTPS redirects and the HSTS header belong; SECURE_HSTS_SECONDS turns it on here.
@@ -67,6 +80,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -104,7 +118,7 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")),
+        conn_max_age=env_int("CONN_MAX_AGE", 60),
         conn_health_checks=True,
     )
 }
@@ -118,6 +132,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # Tests that start a live server need the test database in a file the server can open too.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+
+if os.environ.get("REDIS_URL"):
+    # Short socket timeouts: an unreachable Redis must not stall predictions (throttling.py).
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": os.environ["REDIS_URL"],
+                          "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -138,7 +160,17 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 
 ML_ARTIFACTS_DIR = Path(os.environ.get("ML_ARTIFACTS_DIR", REPO_DIR / "research" / "artifacts"))
 
+# Predict is open and rate-limited per client (apps/endpoints/throttling.py); writes need a token
+# or a staff session (apps/endpoints/permissions.py).
+PREDICT_RATE = os.environ.get("PREDICT_RATE", "50/second")
+
 REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.endpoints.permissions.ReadOrTokenOrStaff"],
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [

@@ -3,12 +3,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.parsers import JSONParser
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.endpoints import filters, selectors, serializers, services
 from apps.endpoints.models import Endpoint, MLModelStatus
 from apps.endpoints.routing import USER_KEY_HEADER, USER_KEY_PARAM
+from apps.endpoints.throttling import PredictRateThrottle
 
 
 class EndpointViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -73,9 +75,14 @@ class MLRequestViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
 
 
 class PredictView(APIView):
-    """Predict with one model of an endpoint: POST the 14 raw Adult features as one JSON object."""
+    """Predict with one model of an endpoint: POST the 14 raw Adult features as one JSON object.
+
+    Open to anonymous clients; each client (token user or IP address) is held to PREDICT_RATE.
+    """
 
     parser_classes = [JSONParser]
+    permission_classes = [AllowAny]
+    throttle_classes = [PredictRateThrottle]
 
     @extend_schema(
         request=OpenApiTypes.OBJECT,

@@ -1,0 +1,83 @@
+"""Predict's per-client rate limit: a fixed-window request counter in Django's cache.
+
+``PREDICT_RATE`` (``50/second`` by default, ``off`` to disable) is the budget of each client: its
+token's user when it sends a token, else its IP address. Behind nginx that address is the one
+nginx saw, read from X-Forwarded-For (``NUM_PROXIES``, DRF's rule; a client cannot spoof it
+because nginx appends the address it saw last).
+
+The counter lives in the default cache. The local-memory default counts per process, so each
+gunicorn worker grants the whole budget; with ``REDIS_URL`` set, every worker of every replica
+counts into one Redis key. ``cache.incr`` is atomic in both, so concurrent requests are not
+undercounted (DRF's own throttles read and rewrite a history list, and can be). Windows are
+aligned to the clock: a client may send up to twice the rate across a window boundary.
+If the cache cannot be reached, predictions are served without a limit and the failure logged.
+"""
+import functools
+import logging
+import re
+import time
+
+from django.conf import settings
+from django.core import checks
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+from rest_framework.throttling import BaseThrottle
+
+logger = logging.getLogger(__name__)
+
+PERIODS = {"s": 1, "sec": 1, "second": 1, "seconds": 1,
+           "m": 60, "min": 60, "minute": 60, "minutes": 60,
+           "h": 3600, "hour": 3600, "hours": 3600,
+           "d": 86400, "day": 86400, "days": 86400}
+
+
+@functools.lru_cache(maxsize=8)
+def parse_rate(text: str) -> tuple[int, int] | None:
+    """``"50/second"`` -> (50 requests, 1 second); ``"off"`` or empty -> None (no limit)."""
+    value = text.strip().lower()
+    if value in {"", "off", "none"}:
+        return None
+    match = re.fullmatch(r"(\d+)\s*/\s*([a-z]+)", value)
+    if not match or match[2] not in PERIODS or int(match[1]) < 1:
+        raise ImproperlyConfigured(
+            f"PREDICT_RATE={text!r} is not a rate: write <requests>/<period>, the period one of "
+            f"second, minute, hour or day (for example 50/second), or 'off' for no limit")
+    return int(match[1]), PERIODS[match[2]]
+
+
+class PredictRateThrottle(BaseThrottle):
+    def allow_request(self, request, view) -> bool:
+        rate = parse_rate(settings.PREDICT_RATE)
+        if rate is None:
+            return True
+        limit, period = rate
+        now = time.time()
+        window = int(now // period)
+        self.retry_after = (window + 1) * period - now
+        key = f"throttle:predict:{period}:{window}:{self.client(request)}"
+        try:
+            cache.add(key, 0, timeout=period + 1)
+            count = cache.incr(key)
+        except ValueError:  # the key expired between add and incr: its window has just ended
+            return True
+        except Exception:
+            logger.exception("predict rate limit: the cache is unreachable; serving unlimited")
+            return True
+        return count <= limit
+
+    def client(self, request) -> str:
+        if request.user.is_authenticated:
+            return f"user:{request.user.pk}"
+        return f"ip:{self.get_ident(request)}"
+
+    def wait(self) -> float:
+        return self.retry_after
+
+
+@checks.register(checks.Tags.compatibility)
+def check_predict_rate(app_configs, **kwargs):
+    try:
+        parse_rate(settings.PREDICT_RATE)
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="endpoints.E001")]
+    return []
