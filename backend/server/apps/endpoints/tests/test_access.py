@@ -163,6 +163,16 @@ def test_without_a_proxy_a_forged_forwarded_for_does_not_escape(anon, registered
     assert predict(anon, sample_row, HTTP_X_FORWARDED_FOR="2.2.2.2").status_code == 429
 
 
+@pytest.mark.parametrize("client_fixture, queries", [("anon", 2), ("api", 3)])
+def test_the_limit_and_the_credentials_cost_no_query_but_the_token_lookup(
+        request, registered, sample_row, django_assert_num_queries, client_fixture, queries):
+    client = request.getfixturevalue(client_fixture)
+    predict(client, sample_row)  # loads the model
+    # The service's SELECT + INSERT; a token adds its own lookup; the counter is in the cache.
+    with django_assert_num_queries(queries):
+        assert predict(client, sample_row).status_code == 200
+
+
 def test_off_means_no_limit(anon, registered, sample_row, settings):
     settings.PREDICT_RATE = "off"
     assert {predict(anon, sample_row).status_code for _ in range(60)} == {200}
