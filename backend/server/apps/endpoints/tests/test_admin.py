@@ -47,3 +47,9 @@ def test_the_stop_action_stops_a_test_and_reports_refusals(staff, registered):
                                             "_selected_action": [test.pk]})
     test.refresh_from_db()
     assert test.ended_at is not None and test.results["promoted"] == et.pk
+
+
+def test_staff_see_api_tokens_in_the_admin(staff, api_token):
+    response = staff.get("/admin/authtoken/tokenproxy/")
+    assert response.status_code == 200
+    assert "ml-client" in response.content.decode()
