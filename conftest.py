@@ -16,16 +16,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
+from research.adult import EXAMPLE_ROW as SAMPLE_ROW
+
 ROOT = Path(__file__).resolve().parent
 SERVER_DIR = ROOT / "backend" / "server"
-
-# The tutorial's sample row: a 37-year-old married craft-repair worker, 68 hours a week.
-SAMPLE_ROW = {
-    "age": 37, "workclass": "Private", "fnlwgt": 34146, "education": "HS-grad",
-    "education-num": 9, "marital-status": "Married-civ-spouse", "occupation": "Craft-repair",
-    "relationship": "Husband", "race": "White", "sex": "Male", "capital-gain": 0,
-    "capital-loss": 0, "hours-per-week": 68, "native-country": "United-States",
-}
 
 
 @pytest.fixture(scope="session", autouse=True)

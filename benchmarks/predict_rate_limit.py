@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""What the per-client rate limit costs predict: throughput and latency through gunicorn.
+
+    .venv/bin/python benchmarks/predict_rate_limit.py [--requests 800] [--rounds 2]
+
+Starts gunicorn with the project's config on a throwaway SQLite database (or --database-url),
+three ways, interleaved round by round so drift hits them alike: the limit off (the baseline),
+counted in the per-process memory cache, and counted in Redis (--redis-url). The budget is set
+far above what the run sends, so every request is counted and none refused. Prints requests per
+second and p50/p99 latency of each run, and each as a ratio to the baseline's median.
+Client and server share this machine's cores: compare ratios, not absolute figures.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from research.adult import EXAMPLE_ROW as ROW  # noqa: E402
+
+SERVER_DIR = ROOT / "backend" / "server"
+GUNICORN_CONF = ROOT / "docker" / "backend" / "gunicorn.conf.py"
+COUNTED = "1000000/second"  # every request counted, none refused
+
+
+def manage(env: dict, *args: str) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=SERVER_DIR, env=env, check=True,
+                   capture_output=True)
+
+
+def serve(env: dict, port: int, workers: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF),
+         "server.wsgi:application"], cwd=SERVER_DIR,
+        env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers),
+             "GUNICORN_LOGLEVEL": "warning", "GUNICORN_ACCESSLOG": ""})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/health/live", timeout=1)
+            return process
+        except requests.ConnectionError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"gunicorn did not start on port {port}")
+
+
+def measure(url: str, n: int, concurrency: int, workers: int) -> tuple[float, float, float]:
+    with requests.Session() as warm:  # every worker loads the model before the clock starts
+        for _ in range(workers * 10):
+            warm.post(url, json=ROW, timeout=30).raise_for_status()
+
+    def one(_):
+        started = time.perf_counter()
+        response = requests.post(url, json=ROW, timeout=30)
+        if response.status_code != 200:
+            raise SystemExit(f"{response.status_code} {response.text[:200]}")
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = sorted(pool.map(one, range(n)))
+    elapsed = time.perf_counter() - started
+    return n / elapsed, latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=800, help="per run (default 800)")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--database-url", default=None,
+                        help="default: a new SQLite file in a temporary folder")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "benchmark-" + "x" * 50,
+               "DATABASE_URL": args.database_url or f"sqlite:///{tmp}/bench.sqlite3"}
+        env.pop("REDIS_URL", None)
+        manage(env, "migrate", "--noinput", "--verbosity", "0")
+        manage(env, "register_models")
+        setups = {"off": {"PREDICT_RATE": "off"},
+                  "memory": {"PREDICT_RATE": COUNTED},
+                  "redis": {"PREDICT_RATE": COUNTED, "REDIS_URL": args.redis_url}}
+        runs = []
+        for round_ in range(1, args.rounds + 1):
+            for name, extra in setups.items():
+                server = serve({**env, **extra}, args.port, args.workers)
+                try:
+                    figures = measure(f"http://127.0.0.1:{args.port}/api/v1/classifier/predict",
+                                      args.requests, args.concurrency, args.workers)
+                finally:
+                    server.terminate()
+                    server.wait()
+                runs.append((round_, name, *figures))
+
+    base_rps = statistics.median(r[2] for r in runs if r[1] == "off")
+    base_p50 = statistics.median(r[3] for r in runs if r[1] == "off")
+    base_p99 = statistics.median(r[4] for r in runs if r[1] == "off")
+    print(f"predict through gunicorn ({args.workers} workers), {args.requests} requests per run, "
+          f"{args.concurrency} clients; ratios against the median 'off' run")
+    print(f"{'round':>5}  {'limit':<7} {'req/s':>14}  {'p50 ms':>14}  {'p99 ms':>14}")
+    for round_, name, rps, p50, p99 in runs:
+        print(f"{round_:>5}  {name:<7} {rps:7.1f} ({rps / base_rps:4.2f}x)  "
+              f"{p50 * 1000:6.1f} ({p50 / base_p50:4.2f}x)  {p99 * 1000:6.1f} ({p99 / base_p99:4.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
