@@ -109,12 +109,24 @@ def server_env(**extra) -> dict:
     return env
 
 
+def manage(*args: str, **env) -> subprocess.CompletedProcess:
+    """manage.py in a process of its own, against the database the live servers use."""
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=SERVER_DIR,
+                          env=server_env(**env), check=True, capture_output=True, text=True)
+
+
 def issue_token(username: str = "ml-client") -> str:
-    """An API token from the management command, run against the database the servers use."""
-    done = subprocess.run([sys.executable, "manage.py", "api_token", username, "--create-user"],
-                          cwd=SERVER_DIR, env=server_env(), check=True, capture_output=True,
-                          text=True)
-    return done.stdout.strip()
+    """An API token from the management command, as an operator would get one."""
+    return manage("api_token", username, "--create-user").stdout.strip()
+
+
+def run_ab_test(url: str, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+    """The A/B simulator, given the token in its environment variable (or none)."""
+    env = {k: v for k, v in os.environ.items() if k != "ML_API_TOKEN"}
+    if token:
+        env["ML_API_TOKEN"] = token
+    return subprocess.run([sys.executable, "ab_test.py", "--url", url, *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
 def free_port() -> int:

@@ -1,33 +1,17 @@
 """ab_test.py against a live gunicorn: a whole A/B test from start to promotion, and failures."""
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import requests
 
-from conftest import ROOT, SERVER_DIR, free_port, issue_token, server_env, start_gunicorn, stop
+from conftest import free_port, issue_token, manage, start_gunicorn, stop
+from conftest import run_ab_test as simulate
 
 pytestmark = pytest.mark.live
 
 
-def register():
-    subprocess.run([sys.executable, "manage.py", "register_models"], cwd=SERVER_DIR,
-                   env=server_env(), check=True, capture_output=True)
-
-
-def simulate(url, *args, token=None):
-    """ab_test.py, given the token in its environment variable (or none)."""
-    env = {k: v for k, v in os.environ.items() if k != "ML_API_TOKEN"}
-    if token:
-        env["ML_API_TOKEN"] = token
-    return subprocess.run([sys.executable, "ab_test.py", "--url", url, *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_start_stop_promotes_the_more_accurate_model(live_server_url):
-    register()
+    manage("register_models")
     run = simulate(live_server_url, "--start", "--stop", "-n", "120", "--concurrency", "4",
                    "--seed", "7", "--user-keys", token=issue_token())
     assert run.returncode == 0, run.stdout + run.stderr
@@ -48,14 +32,14 @@ def test_start_stop_promotes_the_more_accurate_model(live_server_url):
 
 
 def test_without_a_running_test_it_says_so_and_fails(live_server_url):
-    register()
+    manage("register_models")
     run = simulate(live_server_url, "-n", "5", token=issue_token())
     assert run.returncode == 1
     assert "no A/B test is running on endpoint 'classifier'; pass --start" in run.stderr
 
 
 def test_failed_requests_are_reported_with_status_and_message(transactional_db, tmp_path):
-    register()
+    manage("register_models")
     port = free_port()
     server = start_gunicorn(port, ML_ARTIFACTS_DIR=str(tmp_path))  # no artifacts: 503s
     try:
@@ -78,14 +62,14 @@ def test_without_a_token_it_says_how_to_get_one(live_server_url):
 
 
 def test_a_wrong_token_fails_with_the_servers_message(live_server_url):
-    register()
+    manage("register_models")
     run = simulate(live_server_url, "--start", "-n", "5", "--token", "wrong")
     assert run.returncode == 1
     assert "error: GET /mlmodels: 401 Invalid token." in run.stderr  # the first call
 
 
 def test_rate_limited_requests_wait_and_are_retried(transactional_db):
-    register()
+    manage("register_models")
     port = free_port()
     server = start_gunicorn(port, workers=1, PREDICT_RATE="10/second")
     try:

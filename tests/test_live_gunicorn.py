@@ -1,19 +1,15 @@
 """End to end over real HTTP: a gunicorn with two workers, registration by the command."""
-import subprocess
-import sys
-
 import pytest
 import requests
 
-from conftest import SERVER_DIR, free_port, issue_token, server_env, start_gunicorn, stop
+from conftest import free_port, issue_token, manage, start_gunicorn, stop
 
 pytestmark = pytest.mark.live
 
 
 @pytest.fixture
 def live(live_server_url):
-    subprocess.run([sys.executable, "manage.py", "register_models"], cwd=SERVER_DIR,
-                   env=server_env(), check=True, capture_output=True)
+    manage("register_models")
     return live_server_url
 
 
@@ -68,8 +64,7 @@ def test_a_promotion_is_seen_by_every_worker_at_once(live, auth, sample_row):
 
 def test_the_rate_limit_over_http(transactional_db, sample_row):
     """One worker: the default cache counts per process (REDIS_URL shares it; see topology)."""
-    subprocess.run([sys.executable, "manage.py", "register_models"], cwd=SERVER_DIR,
-                   env=server_env(), check=True, capture_output=True)
+    manage("register_models")
     port = free_port()
     server = start_gunicorn(port, workers=1, PREDICT_RATE="3/day")
     try:
@@ -80,3 +75,17 @@ def test_the_rate_limit_over_http(transactional_db, sample_row):
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert int(answers[-1].headers["Retry-After"]) > 0
     assert "Request was throttled" in answers[-1].json()["detail"]
+
+
+def test_ready_is_503_and_names_the_database_when_it_is_down(db):
+    port = free_port()
+    server = start_gunicorn(port, workers=1,
+                            DATABASE_URL=f"postgres://nobody@127.0.0.1:{free_port()}/none")
+    try:
+        ready = requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=20)
+        live = requests.get(f"http://127.0.0.1:{port}/health/live", timeout=10)
+    finally:
+        stop(server)
+    assert ready.status_code == 503
+    assert ready.json()["problems"][0].startswith("database: ")
+    assert live.status_code == 200

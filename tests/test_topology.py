@@ -13,7 +13,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 import redis
 import requests
 
-from conftest import (ROOT, SERVER_DIR, free_port, issue_token, server_env, start_gunicorn, stop,
+from conftest import (ROOT, free_port, issue_token, manage, run_ab_test, start_gunicorn, stop,
                       wait_for_http)
 
 pytestmark = pytest.mark.live
@@ -63,10 +62,8 @@ def stack(transactional_db, tmp_path, request):
     """The stack; ``@pytest.mark.parametrize("stack", [{VAR: value}], indirect=True)`` adds
     environment for the app instances."""
     static = tmp_path / "static"
-    env = server_env(STATIC_ROOT=str(static))
-    for command in (["collectstatic", "--noinput", "--verbosity", "0"], ["register_models"]):
-        subprocess.run([sys.executable, "manage.py", *command], cwd=SERVER_DIR, env=env,
-                       check=True, capture_output=True)
+    manage("collectstatic", "--noinput", "--verbosity", "0", STATIC_ROOT=str(static))
+    manage("register_models")
     redis.Redis.from_url(REDIS_URL).flushdb()
     app_env = {"NUM_PROXIES": "1", "REDIS_URL": REDIS_URL, **getattr(request, "param", {})}
     app_port, nginx_port = free_port(), free_port()
@@ -98,11 +95,15 @@ http {{
         wait_for_http(url + "/health/live", nginx)
         yield {"url": url, "port": nginx_port, "static": static, "logs": logs,
                "replicas": [f"http://{host}:{app_port}" for host in REPLICAS],
-               "auth": {"Authorization": f"Token {issue_token()}"}}
+               "token": issue_token()}
     finally:
         stop(nginx)
         for app in apps:
             stop(app)
+
+
+def auth(stack) -> dict:
+    return {"Authorization": f"Token {stack['token']}"}
 
 
 def test_static_files_come_from_nginx(stack):
@@ -121,7 +122,7 @@ def test_predict_feedback_and_health_through_nginx(stack, sample_row):
     answer = requests.post(f"{url}/api/v1/classifier/predict", json=sample_row, timeout=10)
     assert answer.status_code == 200 and answer.json()["label"] == "<=50K"
     feedback = requests.put(f"{url}/api/v1/mlrequests/{answer.json()['request_id']}",
-                            json={"feedback": "<=50K"}, headers=stack["auth"], timeout=10)
+                            json={"feedback": "<=50K"}, headers=auth(stack), timeout=10)
     assert feedback.status_code == 200 and feedback.json()["feedback"] == "<=50K"
 
 
@@ -141,7 +142,7 @@ def test_a_promotion_through_one_instance_is_seen_by_the_other_at_once(stack, sa
                              timeout=10).json()["model"]["name"] == "random forest"
     models = {m["name"]: m["id"] for m in
               requests.get(f"{first}/api/v1/mlmodels", timeout=10).json()["results"]}
-    promoted = requests.post(f"{first}/api/v1/mlmodelstatuses", timeout=10, headers=stack["auth"],
+    promoted = requests.post(f"{first}/api/v1/mlmodelstatuses", timeout=10, headers=auth(stack),
                              json={
         "mlmodel": models["extra trees"], "status": "production", "created_by": "ops"})
     assert promoted.status_code == 201
@@ -153,10 +154,8 @@ def test_a_promotion_through_one_instance_is_seen_by_the_other_at_once(stack, sa
 
 
 def test_ab_test_script_promotes_through_nginx(stack):
-    run = subprocess.run([sys.executable, "ab_test.py", "--url", stack["url"], "--start",
-                          "--stop", "-n", "80", "--seed", "3", "--token",
-                          stack["auth"]["Authorization"].split()[1]],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = run_ab_test(stack["url"], "--start", "--stop", "-n", "80", "--seed", "3",
+                      token=stack["token"])
     assert run.returncode == 0, run.stdout + run.stderr
     assert "to production" in run.stdout
     test = requests.get(f"{stack['url']}/api/v1/abtests", timeout=10).json()["results"][0]

@@ -3,7 +3,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from apps.endpoints import services
-from apps.endpoints.models import ABTest, MLModelStatus, MLRequest
+from apps.endpoints.models import MLModelStatus, MLRequest
 
 
 @pytest.fixture

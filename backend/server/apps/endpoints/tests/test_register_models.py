@@ -1,7 +1,6 @@
 """Registration is explicit, idempotent and safe to race; importing wsgi.py writes nothing."""
 import io
 import json
-import shutil
 import subprocess
 import sys
 

@@ -52,19 +52,15 @@ def test_the_database_refuses_two_active_statuses_for_one_model(registered):
                                      created_by="x")
 
 
-def test_the_database_refuses_two_production_models_on_one_endpoint(registered):
+@pytest.mark.parametrize("status", [
+    pytest.param("production", id="a second production model on the endpoint"),
+    pytest.param("retired", id="an unknown status"),
+])
+def test_the_database_refuses_a_status_the_services_would_refuse(registered, status):
     et = registered["extra trees"]
     MLModelStatus.objects.filter(mlmodel=et).update(active=False)
     with pytest.raises(IntegrityError), transaction.atomic():
-        MLModelStatus.objects.create(mlmodel=et, endpoint=et.endpoint, status="production",
-                                     created_by="x")
-
-
-def test_the_database_refuses_an_unknown_status(registered):
-    et = registered["extra trees"]
-    MLModelStatus.objects.filter(mlmodel=et).update(active=False)
-    with pytest.raises(IntegrityError), transaction.atomic():
-        MLModelStatus.objects.create(mlmodel=et, endpoint=et.endpoint, status="retired",
+        MLModelStatus.objects.create(mlmodel=et, endpoint=et.endpoint, status=status,
                                      created_by="x")
 
 
