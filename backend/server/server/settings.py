@@ -8,6 +8,7 @@
     CSRF_TRUSTED_ORIGINS  comma-separated origins (https://ml.example.com) for the admin behind TLS
     SECURE_COOKIES   send session/CSRF cookies over HTTPS only; default on unless DEBUG
     SECURE_HSTS_SECONDS   HSTS max-age, when this app (not the TLS terminator) should set it
+    MAX_BODY_BYTES   the largest request body read (default 1 MiB); larger is a 413
     PREDICT_RATE     each client's predict budget, e.g. 50/second (the default), 600/minute, off
     NUM_PROXIES      proxies in front of the app that append to X-Forwarded-For (1 behind nginx;
                      default 0: the client is REMOTE_ADDR); rate limiting keys on that address
@@ -160,6 +161,10 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 
 ML_ARTIFACTS_DIR = Path(os.environ.get("ML_ARTIFACTS_DIR", REPO_DIR / "research" / "artifacts"))
 
+# The largest request body any route reads (nginx's client_max_body_size matches it): a batch of
+# 1000 prediction rows is about 350 KB. Beyond it: 413, JSON under /api/.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1024 * 1024)
+
 # Predict is open and rate-limited per client (apps/endpoints/throttling.py); writes need a token
 # or a staff session (apps/endpoints/permissions.py).
 PREDICT_RATE = os.environ.get("PREDICT_RATE", "50/second")
@@ -170,6 +175,13 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.endpoints.permissions.ReadOrTokenOrStaff"],
+    # JSON bounded in size and depth, its strings and numbers storable (apps/endpoints/parsers.py);
+    # forms only for the browsable API's HTML forms, whose fields the serializers check.
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.endpoints.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "NUM_PROXIES": env_int("NUM_PROXIES", 0),
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,

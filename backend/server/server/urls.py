@@ -1,15 +1,21 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from apps.endpoints import health
+from apps.endpoints import exceptions, health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
     path("api/v1/", include("apps.endpoints.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
+    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),
+    # Any other path under /api/ is a JSON 404, with DEBUG on too (Django's page is HTML).
+    re_path(r"^api/", exceptions.api_not_found),
 ]
+
+# Outside a view (middleware, an unknown URL): JSON under /api/, Django's own pages elsewhere.
+handler400 = exceptions.handler400
+handler500 = exceptions.handler500

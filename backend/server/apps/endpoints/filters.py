@@ -1,6 +1,32 @@
+"""Query-string filters of the list routes (django-filter); a bad value is a 400 naming it."""
+from datetime import timezone
+
 import django_filters
+from django import forms
+from django_filters.fields import IsoDateTimeField
 
 from apps.endpoints.models import ABTest, MLModel, MLModelStatus, MLRequest, Status
+
+
+class UTCDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time, normalised to UTC.
+
+    Python accepts offsets up to +/-23:59 and PostgreSQL only up to +/-15:59, so the offset is
+    applied here; a moment that then falls outside years 1 to 9999 is refused, not sent on.
+    """
+
+    def to_python(self, value):
+        try:
+            parsed = super().to_python(value)
+            return parsed if parsed is None else parsed.astimezone(timezone.utc)
+        except OverflowError:
+            raise forms.ValidationError(
+                f"{value!r} is outside the dates the service can store (years 1 to 9999 in UTC)"
+            ) from None
+
+
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
 
 
 class MLModelFilter(django_filters.FilterSet):
@@ -28,8 +54,8 @@ class MLRequestFilter(django_filters.FilterSet):
         field_name="feedback", lookup_expr="isnull", exclude=True,
         help_text="true: only requests with feedback; false: only those still waiting for it.",
     )
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = MLRequest

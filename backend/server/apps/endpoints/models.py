@@ -16,6 +16,11 @@ class Status(models.TextChoices):
     AB_TESTING = "ab_testing"
     ARCHIVED = "archived"
 
+    @classmethod
+    def serving(cls) -> list[str]:
+        """The statuses a model answers predictions in: every status but ``archived``."""
+        return [status for status in cls.values if status != cls.ARCHIVED]
+
 
 class Endpoint(models.Model):
     name = models.SlugField(max_length=128, unique=True)

@@ -1,63 +1,46 @@
 """The in-process registry: MLModel id -> loaded algorithm object.
 
 The database decides which model serves which status; this map only saves reloading artifacts.
-Each process fills it lazily, once per model, on first use. An artifact is checked against the
-sha256 stored for its model before anything is unpickled, so a swapped or damaged file is refused
-(503) rather than executed. Nothing here writes to the database, and nothing runs at import time.
+Each gunicorn worker fills it when it starts, before it takes traffic (``warm_up``, called from
+the gunicorn config), and otherwise on first use, once per model. A model is built only from
+the artifact store, from bytes that match the sha256 recorded for it, by a class named in the
+algorithm catalogue (artifacts.py, apps/ml/catalog.py); anything else is refused with a 503
+that says which model is unavailable, while the paths and checksums go to the log. Nothing here
+writes to the database, and nothing runs at import time.
 """
 from __future__ import annotations
 
-import importlib
+import io
 import logging
 import threading
 import time
-from pathlib import Path
 
-from django.conf import settings
+from django.db import DatabaseError, connections
 
+from apps.endpoints import artifacts
 from apps.endpoints.exceptions import Unavailable
 from apps.endpoints.models import MLModel
 from apps.ml.base import Algorithm
-from apps.ml.checksums import sha256_file as file_sha256
+from apps.ml.catalog import UnknownAlgorithm, algorithm_class
 
 logger = logging.getLogger(__name__)
 
 
-def artifact_file(mlmodel: MLModel) -> Path:
-    path = Path(mlmodel.artifact_path)
-    return path if path.is_absolute() else Path(settings.ML_ARTIFACTS_DIR) / path
-
-
-def import_algorithm(code: str) -> type[Algorithm]:
-    module_name, _, class_name = code.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ImportError(f"cannot import algorithm {code!r}: {exc}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
-        raise ImportError(f"{code!r} is not an Algorithm class")
-    return cls
-
-
 def load_algorithm(mlmodel: MLModel) -> Algorithm:
-    """Verify the artifact and load it; raises Unavailable saying what is wrong."""
+    """Verify the artifact and build the model; Unavailable (details in the log) otherwise."""
     label = f"model {mlmodel.pk} ({mlmodel.name} {mlmodel.version})"
-    path = artifact_file(mlmodel)
-    if not path.is_file():
-        raise Unavailable(
-            f"{label} cannot be loaded: its artifact {path} is missing. Train it "
-            f"(python research/train.py) and register it (manage.py register_models)."
-        )
-    actual = file_sha256(path)
-    if actual != mlmodel.artifact_sha256:
-        raise Unavailable(
-            f"{label} cannot be loaded: its artifact {path} has sha256 {actual}, but the registry "
-            f"expects {mlmodel.artifact_sha256}. The file was altered or replaced; it was not loaded."
-        )
     try:
-        return import_algorithm(mlmodel.code).load(str(path))
-    except Exception as exc:
-        raise Unavailable(f"{label} cannot be loaded from {path}: {exc}") from exc
+        cls = algorithm_class(mlmodel.code)
+        data = artifacts.read_verified(mlmodel.artifact_path, mlmodel.artifact_sha256)
+        return cls.load(io.BytesIO(data))
+    except artifacts.Missing as exc:
+        why = (f"its artifact is missing ({exc}). Train it (python research/train.py) and "
+               f"register it (manage.py register_models)")
+    except (artifacts.ArtifactError, UnknownAlgorithm) as exc:
+        why = str(exc)
+    except Exception as exc:  # the loader's own failure: a damaged or foreign file
+        why = f"loading failed: {type(exc).__name__}: {exc}"
+    raise Unavailable(f"{label} is unavailable", log_detail=f"{label} cannot be loaded: {why}")
 
 
 class Registry:
@@ -90,3 +73,30 @@ class Registry:
 
 
 registry = Registry()
+
+
+def warm_up() -> list[int]:
+    """Load every model that can be asked for predictions, before a worker takes traffic.
+
+    Never raises: a model that cannot load is logged and refused on use (503), and a database
+    that does not answer leaves loading to first use. Returns the ids loaded.
+    """
+    from apps.endpoints import selectors
+
+    started = time.perf_counter()
+    try:
+        models = list(selectors.serving_models())
+    except DatabaseError as exc:
+        logger.warning("warm-up skipped, the database did not answer: %s", exc)
+        return []
+    finally:
+        connections.close_all()  # this thread's connection is the one requests would reuse
+    loaded = []
+    for mlmodel in models:
+        try:
+            registry.get(mlmodel)
+            loaded.append(mlmodel.pk)
+        except Unavailable as exc:
+            logger.warning("warm-up: %s", exc.log_detail)
+    logger.info("warm-up: loaded models %s in %.2fs", loaded, time.perf_counter() - started)
+    return loaded

@@ -12,8 +12,8 @@ from typing import Sequence, TypeVar
 
 T = TypeVar("T")
 
-# How a client passes its stable key to the predict URL: a query parameter, or this header.
-USER_KEY_PARAM = "user_id"
+# How a client passes its stable key to the predict URL: ?user_id= (PredictQuerySerializer),
+# or this header.
 USER_KEY_HEADER = "X-User-Id"
 
 

@@ -151,8 +151,16 @@ def ab_test_counts(ab_test: ABTest) -> list[ArmCounts]:
 
 def serving_models() -> QuerySet[MLModel]:
     """Models that can be asked for predictions: every model with an active, non-archived status."""
-    serving = [status for status in Status.values if status != Status.ARCHIVED]
-    return MLModel.objects.filter(statuses__active=True, statuses__status__in=serving)
+    return mlmodel_list().filter(current_status__in=Status.serving())
+
+
+def serving_models_with_role() -> list[tuple[MLModel, bool]]:
+    """Each serving model, and whether it answers production traffic: the endpoint's
+    production model, or the incumbent of a running A/B test (which answers the default URL)."""
+    incumbent = ABTestArm.objects.filter(mlmodel=OuterRef("pk"), was_production=True,
+                                         ab_test__ended_at__isnull=True)
+    models = serving_models().annotate(incumbent=Exists(incumbent))
+    return [(m, m.current_status == Status.PRODUCTION or m.incumbent) for m in models]
 
 
 def mlmodel_list() -> QuerySet[MLModel]:

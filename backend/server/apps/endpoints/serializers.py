@@ -72,6 +72,27 @@ class FeedbackSerializer(serializers.Serializer):
     feedback = serializers.CharField(max_length=64, help_text="The true label, e.g. '>50K'.")
 
 
+class PredictQuerySerializer(serializers.Serializer):
+    """Predict's query string: which model answers (and, under an A/B test, a client key)."""
+
+    status = serializers.ChoiceField(
+        choices=Status.serving(), required=False, allow_blank=True, default=Status.PRODUCTION,
+        help_text="Status of the model that answers (default production). Archived models "
+                  "are not served.",
+        error_messages={"invalid_choice": "{input!r} is not a status that serves predictions; "
+                        "expected one of: " + ", ".join(Status.serving())},
+    )
+    version = serializers.CharField(max_length=32, required=False,
+                                    help_text="Model version, to narrow the choice.")
+    name = serializers.CharField(max_length=128, required=False,
+                                 help_text="Model name, to narrow the choice.")
+    user_id = serializers.CharField(
+        max_length=256, required=False,
+        help_text="Under ab_testing: a stable client key; the same key reaches the same model "
+                  "for the whole test. The X-User-Id header does the same.",
+    )
+
+
 class PredictionModelSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()

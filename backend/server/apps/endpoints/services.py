@@ -11,12 +11,13 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.endpoints import ab_statistics, selectors
-from apps.endpoints import registry as registry_module
+from apps.endpoints import ab_statistics, artifacts, selectors
+from apps.endpoints.registry import registry
 from apps.endpoints.exceptions import Conflict, InvalidInput, NotFound
 from apps.endpoints.models import (
     ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
 )
+from apps.ml import catalog
 from apps.ml.base import InputError
 
 
@@ -94,28 +95,35 @@ def mlmodel_create(
     status: str = Status.TESTING,
     created_by: str = "",
 ) -> MLModel:
-    """Register a model version with its first status; its artifact must exist and be loadable.
+    """Register a model version with its first status.
 
-    Without ``artifact_sha256`` the file's current checksum is recorded.
+    ``code`` must name a class of the algorithm catalogue, and ``artifact_path`` a file inside
+    the artifact store; without ``artifact_sha256`` the file's current checksum is recorded.
     """
     try:
-        algorithm_class = registry_module.import_algorithm(code)
-    except ImportError as exc:
+        algorithm_class = catalog.algorithm_class(code)
+    except catalog.UnknownAlgorithm as exc:
         raise InvalidInput(f"code: {exc}") from None
+    try:
+        path = artifacts.resolve(artifact_path)
+    except artifacts.OutsideStore as exc:
+        raise InvalidInput(
+            f"artifact_path: {artifact_path!r} is not a file of the artifact store; give its "
+            f"path relative to the store, as the training manifest lists it",
+            log_detail=str(exc),
+        ) from None
+    if not path.is_file():
+        raise InvalidInput(f"artifact_path: the artifact store has no file {artifact_path!r}")
+    actual = artifacts.sha256(path.read_bytes())
+    if artifact_sha256 and artifact_sha256 != actual:
+        raise InvalidInput(f"artifact_sha256: the file {artifact_path!r} does not have the "
+                           f"sha256 given")
     mlmodel = MLModel(
         endpoint=endpoint, name=name, version=version, code=code, owner=owner,
-        description=description, artifact_path=artifact_path, metrics=metrics or {},
+        description=description, artifact_path=artifacts.relative(path),
+        artifact_sha256=actual, metrics=metrics or {},
         classes=classes or list(algorithm_class.classes),
     )
-    path = registry_module.artifact_file(mlmodel)
-    if not path.is_file():
-        raise InvalidInput(f"artifact_path: no file at {path}")
-    actual = registry_module.file_sha256(path)
-    if artifact_sha256 and artifact_sha256 != actual:
-        raise InvalidInput(
-            f"artifact_sha256: {path} has sha256 {actual}, not the given {artifact_sha256}"
-        )
-    mlmodel.artifact_sha256 = actual
     try:
         with transaction.atomic():
             mlmodel.save()
@@ -152,7 +160,7 @@ def prediction_create(
         mlmodel = selectors.model_for_status(
             endpoint_name=endpoint_name, status=status, version=version, name=name
         )
-    algorithm = registry_module.registry.get(mlmodel)
+    algorithm = registry.get(mlmodel)
     try:
         prediction = algorithm.compute_prediction(input_data)
     except InputError as exc:
@@ -180,6 +188,10 @@ def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:
     return mlrequest
 
 
+# Weights are relative shares; the cap keeps their sum a finite float.
+MAX_WEIGHT = 1e6
+
+
 def ab_test_create(
     *, title: str, created_by: str, mlmodels: list[MLModel], split: list[float] | None = None
 ) -> ABTest:
@@ -203,8 +215,9 @@ def ab_test_create(
         raise InvalidInput(
             f"split has {len(split)} weights for {len(mlmodels)} models; give one per model"
         )
-    if not all(w > 0 and w != float("inf") for w in split):
-        raise InvalidInput(f"split weights must be positive finite numbers, got {split}")
+    if not all(0 < w <= MAX_WEIGHT for w in split):
+        raise InvalidInput(f"split: weights must be positive numbers up to {MAX_WEIGHT:g}, "
+                           f"got {split}")
 
     with transaction.atomic():
         endpoint = _lock_endpoint(mlmodels[0].endpoint_id)

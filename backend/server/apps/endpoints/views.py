@@ -3,9 +3,8 @@ from collections.abc import Callable
 
 from django.db.models import Model
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
@@ -13,7 +12,8 @@ from rest_framework.views import APIView
 
 from apps.endpoints import filters, selectors, serializers, services
 from apps.endpoints.models import Endpoint, MLModelStatus
-from apps.endpoints.routing import USER_KEY_HEADER, USER_KEY_PARAM
+from apps.endpoints.parsers import SafeJSONParser
+from apps.endpoints.routing import USER_KEY_HEADER
 from apps.endpoints.throttling import PredictRateThrottle
 
 
@@ -92,32 +92,26 @@ class PredictView(APIView):
     Open to anonymous clients; each client (token user or IP address) is held to PREDICT_RATE.
     """
 
-    parser_classes = [JSONParser]
+    parser_classes = [SafeJSONParser]
     permission_classes = [AllowAny]
     throttle_classes = [PredictRateThrottle]
 
     @extend_schema(
         request=OpenApiTypes.OBJECT,
         responses={200: serializers.PredictionSerializer},
-        parameters=[
-            OpenApiParameter("status", str, description="Model status to serve (default "
-                             "production): testing, staging, production, ab_testing."),
-            OpenApiParameter("version", str, description="Model version, to narrow the choice."),
-            OpenApiParameter("name", str, description="Model name, to narrow the choice."),
-            OpenApiParameter(USER_KEY_PARAM, str, description="Under ab_testing: a stable client "
-                             "key; the same key reaches the same model for the whole test. "
-                             "The X-User-Id header does the same."),
-        ],
+        parameters=[serializers.PredictQuerySerializer],
     )
     def post(self, request, endpoint_name):
+        query = serializers.PredictQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        choice = query.validated_data
         mlrequest = services.prediction_create(
             endpoint_name=endpoint_name,
             input_data=request.data,
-            status=request.query_params.get("status"),
-            version=request.query_params.get("version"),
-            name=request.query_params.get("name"),
-            user_key=(request.query_params.get(USER_KEY_PARAM)
-                      or request.headers.get(USER_KEY_HEADER)),
+            status=choice["status"] or None,
+            version=choice.get("version"),
+            name=choice.get("name"),
+            user_key=choice.get("user_id") or request.headers.get(USER_KEY_HEADER),
         )
         return Response(serializers.PredictionSerializer(mlrequest).data)
 

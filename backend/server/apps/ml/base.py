@@ -6,7 +6,7 @@ for one JSON object at a time. Loading is kept apart from the registry's metadat
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, BinaryIO
 
 
 class InputError(ValueError):
@@ -23,7 +23,13 @@ class Algorithm:
     classes: list[str] = []
 
     @classmethod
-    def load(cls, path: str) -> "Algorithm":
+    def code(cls) -> str:
+        """The name the registry stores this class by (its import path), listed in catalog.py."""
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    @classmethod
+    def load(cls, source: str | BinaryIO) -> "Algorithm":
+        """Build the algorithm from its artifact: a file path, or the artifact's bytes as a file."""
         raise NotImplementedError
 
     def preprocess(self, input_data: Any) -> Any:

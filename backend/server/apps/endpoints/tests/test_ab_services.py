@@ -49,7 +49,7 @@ def test_starting_a_test_moves_its_models_to_ab_testing(ab_test, models):
     (lambda rf, et: {"mlmodels": [rf, et], "split": [1]}, InvalidInput,
      "split has 1 weights for 2 models"),
     (lambda rf, et: {"mlmodels": [rf, et], "split": [1, 0]}, InvalidInput,
-     "must be positive finite numbers"),
+     "split: weights must be positive numbers up to 1e.06"),
 ])
 def test_bad_test_definitions_are_refused_and_change_nothing(models, make_args, error, fragment):
     with pytest.raises(error, match=fragment):

@@ -78,10 +78,13 @@ def test_creating_a_model_records_its_checksum_and_first_status(registered):
 
 
 @pytest.mark.parametrize("overrides, fragment", [
-    ({"code": "apps.ml.nothing.Here"}, "code: cannot import algorithm 'apps.ml.nothing.Here'"),
-    ({"code": "json.JSONDecoder"}, "code: 'json.JSONDecoder' is not an Algorithm class"),
-    ({"artifact_path": "nope.joblib"}, "artifact_path: no file at"),
-    ({"artifact_sha256": "0" * 64}, "artifact_sha256: .* has sha256 .*, not the given 000"),
+    ({"code": "apps.ml.nothing.Here"}, "code: unknown algorithm 'apps.ml.nothing.Here'; the "
+                                       "registered algorithms are: apps.ml.income_classifier"),
+    ({"code": "json.JSONDecoder"}, "code: unknown algorithm 'json.JSONDecoder'"),
+    ({"artifact_path": "nope.joblib"}, "artifact_path: the artifact store has no file "
+                                       "'nope.joblib'"),
+    ({"artifact_sha256": "0" * 64}, "artifact_sha256: the file '.*' does not have the sha256 "
+                                    "given"),
 ])
 def test_creating_a_model_with_a_bad_reference_stores_nothing(registered, overrides, fragment):
     with pytest.raises(InvalidInput, match=fragment):

@@ -1,11 +1,13 @@
 """Shared behaviour of the income classifiers: one artifact file, one JSON object in, a label out.
 
 The artifact is a joblib file holding the fitted scikit-learn estimator, the preprocessing
-parameters and the class labels. Only the registry loads it, and only after checking its sha256.
+parameters and the class labels. Unpickling it runs whatever the file says, so only the registry
+loads it, and only from the artifact store (which only research/train.py writes), from bytes it
+has checked against the sha256 recorded at registration.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, BinaryIO
 
 import joblib
 import numpy as np
@@ -36,13 +38,8 @@ class IncomeClassifier(Algorithm):
         raise NotImplementedError
 
     @classmethod
-    def code(cls) -> str:
-        """The import path the registry stores and loads this class by."""
-        return f"{cls.__module__}.{cls.__qualname__}"
-
-    @classmethod
-    def load(cls, path: str) -> "IncomeClassifier":
-        bundle = joblib.load(path)
+    def load(cls, source: str | BinaryIO) -> "IncomeClassifier":
+        bundle = joblib.load(source)
         return cls(bundle["estimator"], bundle["preprocessing"])
 
     def dump(self, path: str) -> None:

@@ -5,7 +5,8 @@ prediction (one JSON object per request), in plain Python and numpy: a dict look
 far cheaper per request than building a pandas frame.
 
 Categorical values may be missing (``null`` or ``"?"`` as in the data files) and are filled with
-the training mode; numeric features are always required.
+the training mode, and hold at most ``MAX_CATEGORY_LENGTH`` characters; numeric features are
+always required and must lie within float32's finite range, which is what the trees compare.
 
 Fitted parameters are plain data (``{"fill": {...}, "codes": {...}}``) stored inside each model's
 artifact. Categories are ordinal codes in sorted order; a category never seen in training encodes
@@ -35,6 +36,10 @@ FEATURES = (
 TARGET = "income"
 MISSING = "?"
 UNKNOWN_CODE = -1.0
+# Trees compare features as float32: a number beyond its range cannot be scored.
+FLOAT32_MAX = 3.4028234663852886e38
+# The longest Adult category is 26 characters; a longer value is not a category of this data.
+MAX_CATEGORY_LENGTH = 100
 
 
 def _is_missing(value: Any) -> bool:
@@ -57,14 +62,26 @@ def fit(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return {"fill": fill, "codes": codes}
 
 
+def _show(value: Any) -> str:
+    """A value as an error message may quote it: short, whatever the client sent."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _number(name: str, value: Any, problems: list[str]) -> float:
     # bool is an int subclass; a JSON true/false is a mistake, not the number 1/0.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        problems.append(f"'{name}' must be a number, got {type(value).__name__} {value!r}")
+        problems.append(f"'{name}' must be a number, got {type(value).__name__} {_show(value)}")
         return math.nan
-    if not math.isfinite(value):
+    # Compared before any conversion: float() of a 400-digit integer overflows.
+    if isinstance(value, float) and not math.isfinite(value):
         problems.append(f"'{name}' must be a finite number, got {value!r}")
-    return float(value)
+    elif abs(value) > FLOAT32_MAX:
+        problems.append(f"'{name}' is out of range: a number between -{FLOAT32_MAX:.4g} and "
+                        f"{FLOAT32_MAX:.4g} is expected")
+    else:
+        return float(value)
+    return math.nan
 
 
 def validate(input_data: Any) -> None:
@@ -80,16 +97,20 @@ def validate(input_data: Any) -> None:
         problems.append("missing feature(s): " + ", ".join(missing))
     unknown = sorted(set(input_data) - set(FEATURES))
     if unknown:
-        problems.append(
-            "unknown feature(s): " + ", ".join(unknown) + " (expected: " + ", ".join(FEATURES) + ")"
-        )
+        shown = ", ".join(_show(name)[1:-1] for name in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        problems.append(f"unknown feature(s): {shown}{more} (expected: {', '.join(FEATURES)})")
     for name in NUMERIC:
         if name in input_data:
             _number(name, input_data[name], problems)
     for name in CATEGORICAL:
         value = input_data.get(name)
         if name in input_data and value is not None and not isinstance(value, str):
-            problems.append(f"'{name}' must be a string, got {type(value).__name__} {value!r}")
+            problems.append(
+                f"'{name}' must be a string, got {type(value).__name__} {_show(value)}")
+        elif isinstance(value, str) and len(value) > MAX_CATEGORY_LENGTH:
+            problems.append(f"'{name}' is {len(value)} characters long; a category has at most "
+                            f"{MAX_CATEGORY_LENGTH}")
     if problems:
         raise InputError(problems)
 
