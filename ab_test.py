@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ from research import adult  # noqa: E402
 from research.adult import TARGET  # noqa: E402
 
 TIMEOUT = 30
+REFERENCE = re.compile(r" \(reference (\w+)\)")
 RETRIES_WHEN_LIMITED = 5
 TOKEN_ENV = "ML_API_TOKEN"
 TOKEN_HOWTO = ("pass --token KEY or set ML_API_TOKEN; an operator prints a key with "
@@ -207,8 +209,18 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         status = 1
         print(f"\n{len(failures)} failed requests:", file=sys.stderr)
-        for message, count in Counter(failures).most_common():
-            print(f"  {count} x {message}", file=sys.stderr)
+        # The same failure carries a new log reference each time: group without it, show one.
+        grouped, reference = Counter(), {}
+        for message in failures:
+            key = REFERENCE.sub("", message)
+            grouped[key] += 1
+            if match := REFERENCE.search(message):
+                reference.setdefault(key, match[1])
+        for message, count in grouped.most_common():
+            example = ""
+            if message in reference:
+                example = f" (reference {reference[message]}{', one of them' * (count > 1)})"
+            print(f"  {count} x {message}{example}", file=sys.stderr)
 
     try:
         print_results(client.call("GET", f"/abtests/{test['id']}"))

@@ -4,22 +4,18 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
 from research.adult import EXAMPLE_ROW as SAMPLE_ROW
-
-ROOT = Path(__file__).resolve().parent
-SERVER_DIR = ROOT / "backend" / "server"
+from tests import live
+from tests.live import ROOT, SERVER_DIR, free_port, stop, wait_for_http  # noqa: F401 (for tests)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -111,8 +107,12 @@ def server_env(**extra) -> dict:
 
 def manage(*args: str, **env) -> subprocess.CompletedProcess:
     """manage.py in a process of its own, against the database the live servers use."""
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=SERVER_DIR,
-                          env=server_env(**env), check=True, capture_output=True, text=True)
+    result = live.run_script([sys.executable, "manage.py", *args], cwd=SERVER_DIR,
+                             env=server_env(**env), timeout=300)
+    if result.returncode != 0:
+        raise AssertionError(f"manage.py {' '.join(args)} exited with {result.returncode}:\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
 
 
 def issue_token(username: str = "ml-client") -> str:
@@ -122,60 +122,23 @@ def issue_token(username: str = "ml-client") -> str:
 
 def run_ab_test(url: str, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
     """The A/B simulator, given the token in its environment variable (or none)."""
-    env = {k: v for k, v in os.environ.items() if k != "ML_API_TOKEN"}
+    env = {k: v for k, v in os.environ.items() if k not in ("ML_API_TOKEN", "ML_API_URL")}
     if token:
         env["ML_API_TOKEN"] = token
-    return subprocess.run([sys.executable, "ab_test.py", "--url", url, *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise RuntimeError(f"no answer from {url} within {timeout}s")
-
-
-GUNICORN_CONF = ROOT / "docker" / "backend" / "gunicorn.conf.py"
+    return live.run_script([sys.executable, "ab_test.py", "--url", url, *args], env=env)
 
 
 def start_gunicorn(port: int, host: str = "127.0.0.1", workers: int = 2,
-                   accesslog: str = "", **env) -> subprocess.Popen:
-    """gunicorn with the project's own config file, as the container runs it."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF),
-         "server.wsgi:application"],
-        cwd=SERVER_DIR,
-        env=server_env(GUNICORN_BIND=f"{host}:{port}", GUNICORN_WORKERS=str(workers),
-                       GUNICORN_LOGLEVEL="warning", GUNICORN_ACCESSLOG=accesslog, **env),
-    )
-    try:
-        wait_for_http(f"http://{host}:{port}/health/live", process)
-    except Exception:
-        process.kill()
-        raise
-    return process
+                   accesslog: str = "", log=None, **env) -> subprocess.Popen:
+    """gunicorn with the project's config against the test database (tests/live.py)."""
+    return live.start_gunicorn(port, server_env(**env), host=host, workers=workers, log=log,
+                               accesslog=accesslog)
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+@pytest.fixture(scope="session", autouse=True)
+def _stop_every_process_a_test_started():
+    yield
+    live.stop_all()
 
 
 @pytest.fixture
@@ -183,5 +146,7 @@ def live_server_url(transactional_db):
     """A gunicorn with two workers serving the test database over real HTTP."""
     port = free_port()
     process = start_gunicorn(port)
-    yield f"http://127.0.0.1:{port}"
-    stop(process)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)

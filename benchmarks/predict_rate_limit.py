@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,37 +23,17 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from research.adult import EXAMPLE_ROW as ROW  # noqa: E402
+from tests.live import SERVER_DIR, run_script, start_gunicorn, stop  # noqa: E402
 
-SERVER_DIR = ROOT / "backend" / "server"
-GUNICORN_CONF = ROOT / "docker" / "backend" / "gunicorn.conf.py"
 COUNTED = "1000000/second"  # every request counted, none refused
 
 
 def manage(env: dict, *args: str) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=SERVER_DIR, env=env, check=True,
-                   capture_output=True)
-
-
-def serve(env: dict, port: int, workers: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF),
-         "server.wsgi:application"], cwd=SERVER_DIR,
-        env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers),
-             "GUNICORN_LOGLEVEL": "warning", "GUNICORN_ACCESSLOG": ""})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/health/live", timeout=1)
-            return process
-        except requests.ConnectionError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"gunicorn did not start on port {port}")
+    result = run_script([sys.executable, "manage.py", *args], cwd=SERVER_DIR, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
 
 
 def measure(url: str, n: int, concurrency: int, workers: int) -> tuple[float, float, float]:
@@ -100,13 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for round_ in range(1, args.rounds + 1):
             for name, extra in setups.items():
-                server = serve({**env, **extra}, args.port, args.workers)
+                server = start_gunicorn(args.port, {**env, **extra}, workers=args.workers)
                 try:
                     figures = measure(f"http://127.0.0.1:{args.port}/api/v1/classifier/predict",
                                       args.requests, args.concurrency, args.workers)
                 finally:
-                    server.terminate()
-                    server.wait()
+                    stop(server)
                 runs.append((round_, name, *figures))
 
     base_rps = statistics.median(r[2] for r in runs if r[1] == "off")

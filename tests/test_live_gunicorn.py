@@ -1,8 +1,13 @@
 """End to end over real HTTP: a gunicorn with two workers, registration by the command."""
+import re
+
 import pytest
 import requests
 
-from conftest import free_port, issue_token, manage, start_gunicorn, stop
+from apps.endpoints.models import MLModel
+
+from conftest import issue_token, manage, start_gunicorn
+from tests.live import free_port, stop
 
 pytestmark = pytest.mark.live
 
@@ -87,5 +92,38 @@ def test_ready_is_503_and_names_the_database_when_it_is_down(db):
     finally:
         stop(server)
     assert ready.status_code == 503
-    assert ready.json()["problems"][0].startswith("database: ")
+    assert ready.json() == {"status": "unavailable", "database": "unavailable"}
     assert live.status_code == 200
+
+
+def test_workers_load_their_models_before_serving_and_recycle_apart(transactional_db, tmp_path,
+                                                                    sample_row):
+    """Each worker, the first two and those that replace them after GUNICORN_MAX_REQUESTS,
+    loads both models before the first request it answers; the first two recycle apart."""
+    manage("register_models")
+    models = sorted(m.pk for m in MLModel.objects.all())
+    port, log = free_port(), tmp_path / "gunicorn.log"
+    server = start_gunicorn(port, workers=2, log=log, accesslog="-", GUNICORN_LOGLEVEL="info",
+                            GUNICORN_MAX_REQUESTS="10")
+    try:
+        answers = [requests.post(f"http://127.0.0.1:{port}/api/v1/classifier/predict",
+                                 json=sample_row, timeout=60).status_code for _ in range(60)]
+    finally:
+        stop(server)
+    assert answers == [200] * 60
+    lines = log.read_text().splitlines()
+    ready = {}  # pid -> (line number, models loaded, recycled after)
+    for number, line in enumerate(lines):
+        if match := re.search(r"worker (\d+) ready: models \[(.*)\] loaded, recycled after (\d+)",
+                              line):
+            ready[match[1]] = (number, sorted(map(int, match[2].split(", "))), int(match[3]))
+    served = {}  # pid -> line number of its first request
+    for number, line in enumerate(lines):
+        if match := re.search(r'"POST /api/v1/classifier/predict HTTP/1.1" 200 .* <(\d+)>$', line):
+            served.setdefault(match[1], number)
+    assert len(served) > 2, "no worker was recycled"
+    for pid, first_request in served.items():
+        assert pid in ready and ready[pid][0] < first_request, f"worker {pid} served cold"
+        assert ready[pid][1] == models
+    first_two = [after for _, _, after in sorted(ready.values())[:2]]
+    assert first_two == [10, 15]

@@ -1,16 +1,14 @@
 """Production settings, checked the way an operator meets them: by starting manage.py."""
-import subprocess
 import sys
 
-from conftest import SERVER_DIR
+from tests.live import SERVER_DIR, run_script
 
 LONG_KEY = "k" * 20 + "-production-grade-secret-key-with-enough-entropy-0123456789"
 
 
 def manage(*args, **env):
     base = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "server.settings"}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=SERVER_DIR,
-                          env={**base, **env}, capture_output=True, text=True, timeout=60)
+    return run_script([sys.executable, "manage.py", *args], cwd=SERVER_DIR, env={**base, **env})
 
 
 def test_without_secret_key_and_debug_off_start_up_stops_with_a_clear_message():

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import pytest
 import redis
 import requests
 
-from conftest import (ROOT, free_port, issue_token, manage, run_ab_test, start_gunicorn, stop,
-                      wait_for_http)
+from conftest import issue_token, manage, run_ab_test, start_gunicorn
+from tests.live import ROOT, free_port, spawn, stop, wait_for_http
 
 pytestmark = pytest.mark.live
 
@@ -68,9 +67,6 @@ def stack(transactional_db, tmp_path, request):
     app_env = {"NUM_PROXIES": "1", "REDIS_URL": REDIS_URL, **getattr(request, "param", {})}
     app_port, nginx_port = free_port(), free_port()
     logs = {host: tmp_path / f"access-{host}.log" for host in REPLICAS}
-    apps = [start_gunicorn(app_port, host=host, accesslog=str(logs[host]), **app_env)
-            for host in REPLICAS]
-
     conf = render(TEMPLATE.read_text(), APP_UPSTREAM=f"wsgiserver:{app_port}",
                   STATIC_ROOT=str(static), NGINX_PORT=f"127.0.0.1:{nginx_port}")
     (tmp_path / "default.conf").write_text(conf)
@@ -88,18 +84,22 @@ http {{
     include {tmp_path}/default.conf;
 }}
 """)
-    nginx = subprocess.Popen(["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path),
-                              "-g", "daemon off;"])
-    url = f"http://127.0.0.1:{nginx_port}"
+    started = []
     try:
+        for host in REPLICAS:
+            started.append(start_gunicorn(app_port, host=host, accesslog=str(logs[host]),
+                                          **app_env))
+        nginx = spawn(["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path),
+                       "-g", "daemon off;"])
+        started.append(nginx)
+        url = f"http://127.0.0.1:{nginx_port}"
         wait_for_http(url + "/health/live", nginx)
         yield {"url": url, "port": nginx_port, "static": static, "logs": logs,
                "replicas": [f"http://{host}:{app_port}" for host in REPLICAS],
                "token": issue_token()}
     finally:
-        stop(nginx)
-        for app in apps:
-            stop(app)
+        for process in reversed(started):
+            stop(process)
 
 
 def auth(stack) -> dict:

@@ -202,6 +202,8 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "apps.endpoints.schema.canonical_paths",
+        "apps.endpoints.schema.error_responses",
+        "apps.endpoints.schema.open_reads",
     ],
     # Served from this app's static files, not a CDN: the docs page works offline.
     "SWAGGER_UI_DIST": "SIDECAR",

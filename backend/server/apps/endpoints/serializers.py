@@ -3,6 +3,7 @@ from rest_framework import serializers
 
 from apps.endpoints import selectors
 from apps.endpoints.models import ABTest, Endpoint, MLModel, MLModelStatus, MLRequest, Status
+from apps.ml.income_classifier import preprocessing
 
 
 class EndpointSerializer(serializers.ModelSerializer):
@@ -91,6 +92,25 @@ class PredictQuerySerializer(serializers.Serializer):
         help_text="Under ab_testing: a stable client key; the same key reaches the same model "
                   "for the whole test. The X-User-Id header does the same.",
     )
+
+
+def _features_serializer() -> type[serializers.Serializer]:
+    """The predict body as the OpenAPI schema shows it, built from the model's own feature list
+    (apps/ml preprocessing validates it; this only documents it)."""
+    fields = {}
+    for name in preprocessing.FEATURES:
+        if name in preprocessing.NUMERIC:
+            fields[name] = serializers.FloatField(min_value=-preprocessing.FLOAT32_MAX,
+                                                  max_value=preprocessing.FLOAT32_MAX)
+        else:
+            fields[name] = serializers.CharField(
+                allow_null=True, max_length=preprocessing.MAX_CATEGORY_LENGTH,
+                help_text="null or '?' for a missing value; an unseen category is accepted.")
+    # Feature names hold hyphens ("education-num"), so the class is built, not written out.
+    return type("IncomeFeaturesSerializer", (serializers.Serializer,), fields)
+
+
+IncomeFeaturesSerializer = _features_serializer()
 
 
 class PredictionModelSerializer(serializers.Serializer):

@@ -10,7 +10,9 @@ gunicorn worker grants the whole budget; with ``REDIS_URL`` set, every worker of
 counts into one Redis key. ``cache.incr`` is atomic in both, so concurrent requests are not
 undercounted (DRF's own throttles read and rewrite a history list, and can be). Windows are
 aligned to the clock: a client may send up to twice the rate across a window boundary.
-If the cache cannot be reached, predictions are served without a limit and the failure logged.
+If the cache cannot be reached, predictions are served without a limit. One failure opens a
+breaker for ``CACHE_RETRY_SECONDS``: the process logs one warning and does not touch the cache
+again until then, so an unreachable Redis costs one timeout per interval, not one per request.
 """
 import functools
 import logging
@@ -29,6 +31,29 @@ PERIODS = {"s": 1, "sec": 1, "second": 1, "seconds": 1,
            "m": 60, "min": 60, "minute": 60, "minutes": 60,
            "h": 3600, "hour": 3600, "hours": 3600,
            "d": 86400, "day": 86400, "days": 86400}
+
+
+CACHE_RETRY_SECONDS = 30
+
+
+class CacheBreaker:
+    """Whether this process should try the cache now; one warning per outage interval."""
+
+    def __init__(self, retry_seconds: float = CACHE_RETRY_SECONDS, clock=time.monotonic):
+        self.retry_seconds = retry_seconds
+        self.clock = clock
+        self.closed_until = 0.0  # the clock's time before which the cache is not tried
+
+    def allows(self) -> bool:
+        return self.clock() >= self.closed_until
+
+    def trip(self, exc: Exception) -> None:
+        self.closed_until = self.clock() + self.retry_seconds
+        logger.warning("predict rate limit: the cache is unreachable (%s: %s); serving without "
+                       "a limit, next try in %ds", type(exc).__name__, exc, self.retry_seconds)
+
+
+breaker = CacheBreaker()
 
 
 @functools.lru_cache(maxsize=8)
@@ -54,14 +79,16 @@ class PredictRateThrottle(BaseThrottle):
         now = time.time()
         window = int(now // period)
         self.retry_after = (window + 1) * period - now
+        if not breaker.allows():
+            return True
         key = f"throttle:predict:{period}:{window}:{self.client(request)}"
         try:
             cache.add(key, 0, timeout=period + 1)
             count = cache.incr(key)
         except ValueError:  # the key expired between add and incr: its window has just ended
             return True
-        except Exception:
-            logger.exception("predict rate limit: the cache is unreachable; serving unlimited")
+        except Exception as exc:  # the cache backend's own errors (redis, socket, timeout)
+            breaker.trip(exc)
             return True
         return count <= limit
 

@@ -2,7 +2,6 @@
 from collections.abc import Callable
 
 from django.db.models import Model
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.permissions import AllowAny
@@ -97,7 +96,7 @@ class PredictView(APIView):
     throttle_classes = [PredictRateThrottle]
 
     @extend_schema(
-        request=OpenApiTypes.OBJECT,
+        request=serializers.IncomeFeaturesSerializer,
         responses={200: serializers.PredictionSerializer},
         parameters=[serializers.PredictQuerySerializer],
     )

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from apps.endpoints import services
+from apps.endpoints import services, throttling
 from apps.endpoints.models import ABTest, Endpoint, MLModel, MLModelStatus, MLRequest
 from apps.endpoints.throttling import check_predict_rate, parse_rate
 
@@ -178,16 +178,49 @@ def test_off_means_no_limit(anon, registered, sample_row, settings):
     assert {predict(anon, sample_row).status_code for _ in range(60)} == {200}
 
 
-def test_an_unreachable_cache_serves_predictions_and_logs_it(anon, registered, sample_row,
-                                                            settings, caplog):
-    settings.PREDICT_RATE = "1/day"
+@pytest.fixture
+def unreachable_cache(settings, monkeypatch):
+    """Redis at a port nothing listens on, and a fresh breaker that counts its connections."""
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
     settings.CACHES = {"default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}
-    with caplog.at_level(logging.ERROR, logger="apps.endpoints.throttling"):
-        assert [predict(anon, sample_row).status_code for _ in range(2)] == [200, 200]
-    assert "the cache is unreachable" in caplog.text
+    now = [0.0]
+    monkeypatch.setattr(throttling, "breaker", throttling.CacheBreaker(30, clock=lambda: now[0]))
+    tries = []
+    real_add = RedisCache.add
+    monkeypatch.setattr(RedisCache, "add", lambda *a, **k: tries.append(1) or real_add(*a, **k))
+    yield tries, now
+    caches["default"].close()
+
+
+def test_an_unreachable_cache_serves_predictions_and_warns_once(anon, registered, sample_row,
+                                                                settings, caplog,
+                                                                unreachable_cache):
+    settings.PREDICT_RATE = "1/day"
+    with caplog.at_level(logging.INFO, logger="apps.endpoints.throttling"):
+        assert [predict(anon, sample_row).status_code for _ in range(5)] == [200] * 5
+    warnings = [r for r in caplog.records if r.name == "apps.endpoints.throttling"]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert "the cache is unreachable (ConnectionError" in warnings[0].getMessage()
+    assert warnings[0].exc_info is None  # a line, not a traceback
+    assert len(unreachable_cache[0]) == 1  # the others did not wait for the timeout
+
+
+def test_the_cache_is_tried_again_after_the_interval(anon, registered, sample_row, settings,
+                                                     unreachable_cache):
+    tries, now = unreachable_cache
+    settings.PREDICT_RATE = "1/day"
+    predict(anon, sample_row)
+    now[0] = 29.0
+    predict(anon, sample_row)
+    assert len(tries) == 1
+    now[0] = 31.0
+    predict(anon, sample_row)
+    assert len(tries) == 2
 
 
 @pytest.mark.parametrize("text, parsed", [

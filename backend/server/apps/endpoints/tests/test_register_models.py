@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 
 from apps.endpoints.models import Endpoint, MLModel, MLModelStatus
 from conftest import SERVER_DIR, server_env
+from tests.live import LIVE_DEADLINE, run_script, spawn
 
 
 def counts():
@@ -53,15 +54,13 @@ def test_a_missing_manifest_says_to_train_first(db, tmp_path):
 
 
 def run_manage(*args):
-    return subprocess.Popen(
-        [sys.executable, "manage.py", *args], cwd=SERVER_DIR, env=server_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    return spawn([sys.executable, "manage.py", *args], cwd=SERVER_DIR, env=server_env(),
+                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_two_processes_registering_at_once_create_everything_once(transactional_db):
     runs = [run_manage("register_models") for _ in range(3)]
-    outputs = [run.communicate(timeout=60)[0] for run in runs]
+    outputs = [run.communicate(timeout=LIVE_DEADLINE)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0, 0], outputs
     assert counts() == (1, 2, 2)
     assert sum(out.count(": registered") for out in outputs) == 2
@@ -69,7 +68,6 @@ def test_two_processes_registering_at_once_create_everything_once(transactional_
 
 def test_importing_wsgi_writes_nothing_to_the_database(transactional_db):
     code = "import server.wsgi; print('imported')"
-    result = subprocess.run([sys.executable, "-c", code], cwd=SERVER_DIR, env=server_env(),
-                            capture_output=True, text=True, timeout=60)
+    result = run_script([sys.executable, "-c", code], cwd=SERVER_DIR, env=server_env())
     assert result.stdout.strip() == "imported", result.stderr
     assert counts() == (0, 0, 0)
