@@ -13,7 +13,7 @@ ARTIFACTS := research/artifacts/manifest.json
 # The Makefile is the local, debug-friendly way in; production settings come from the environment.
 export DEBUG ?= 1
 
-.PHONY: run test install data train migrate register token clean
+.PHONY: run test test-fast install data train migrate register token manage clean
 
 $(BIN)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,12 +53,21 @@ run: register
 test: $(BIN)/.dev $(ARTIFACTS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The tests that start no server or script: about 20 seconds.
+test-fast: $(BIN)/.dev $(ARTIFACTS)
+	$(BIN)/python -m pytest -m "not live" $(PYTEST_ARGS)
+
 # An API token for writes and feedback, its user created if needed (default: your login name):
 #   export ML_API_TOKEN=$$(make -s token)      or      make -s token NAME=ann
 NAME ?= $(or $(USER),ml-client)
 token: $(BIN)/.runtime
 	@$(MANAGE) migrate --noinput --verbosity 0
 	@$(MANAGE) api_token "$(NAME)" --create-user
+
+# Any manage.py command on the make-run database, with DEBUG=1 as make run has it:
+#   make manage ARGS=createsuperuser      make manage ARGS="api_token ann --rotate"
+manage: $(BIN)/.runtime
+	$(MANAGE) $(ARGS)
 
 clean:
 	rm -rf $(VENV) research/artifacts backend/server/db.sqlite3* backend/server/staticfiles

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Traffic simulator for A/B tests: held-out Adult rows in, true labels back as feedback.
 
-    export ML_API_TOKEN=$(cd backend/server && ../../.venv/bin/python manage.py \
-        api_token ab-test --create-user)
-    python ab_test.py --start --stop -n 400
+    export ML_API_TOKEN=$(make -s token NAME=ab-test)
+    .venv/bin/python ab_test.py --start --stop -n 400
+
+The service is looked for at $ML_API_URL, else at http://127.0.0.1:$PORT (the port ``make run``
+was given), else at http://127.0.0.1:8000; --url overrides all three.
 
 Reads rows of adult.test (never the training file), posts each to the endpoint's predict URL with
 ``status=ab_testing`` (and a user key with --user-keys), PUTs the row's true label as feedback,
@@ -38,8 +40,14 @@ TIMEOUT = 30
 REFERENCE = re.compile(r" \(reference (\w+)\)")
 RETRIES_WHEN_LIMITED = 5
 TOKEN_ENV = "ML_API_TOKEN"
+URL_ENV = "ML_API_URL"
 TOKEN_HOWTO = ("pass --token KEY or set ML_API_TOKEN; an operator prints a key with "
-               "'python manage.py api_token <username> --create-user' in backend/server")
+               "'make -s token NAME=<username>', or 'manage.py api_token <username> "
+               "--create-user' wherever the service's settings are")
+
+
+def default_url() -> str:
+    return os.environ.get(URL_ENV) or f"http://127.0.0.1:{os.environ.get('PORT') or 8000}"
 
 
 class Failure(Exception):
@@ -133,7 +141,9 @@ def print_results(test: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the service's base URL")
+    parser.add_argument("--url", default=default_url(),
+                        help=f"the service's base URL (default ${URL_ENV}, else "
+                             f"http://127.0.0.1:$PORT, the port make run uses, else 8000)")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                         help=f"API token for feedback and for starting/stopping tests "
                              f"(default ${TOKEN_ENV})")

@@ -1,12 +1,14 @@
 """ab_test.py against a live gunicorn: a whole A/B test from start to promotion, and failures."""
+import os
 import re
+import sys
 
 import pytest
 import requests
 
 from conftest import issue_token, manage, start_gunicorn
 from conftest import run_ab_test as simulate
-from tests.live import free_port, stop
+from tests.live import free_port, run_script, stop
 
 pytestmark = pytest.mark.live
 
@@ -83,3 +85,15 @@ def test_rate_limited_requests_wait_and_are_retried(transactional_db):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "sent 60 rows of adult.test, 0 failed" in run.stdout
     assert re.search(r"rate-limited \d+ times; each waited as Retry-After said", run.stdout)
+
+
+@pytest.mark.parametrize("how", ["ML_API_URL", "PORT"])
+def test_it_finds_the_service_from_the_environment(live_server_url, how):
+    """Without --url: $ML_API_URL, else the PORT that make run was given."""
+    manage("register_models")
+    env = {k: v for k, v in os.environ.items() if k not in ("ML_API_URL", "PORT")}
+    env["ML_API_TOKEN"] = issue_token()
+    env[how] = live_server_url if how == "ML_API_URL" else live_server_url.rsplit(":", 1)[1]
+    run = run_script([sys.executable, "ab_test.py", "--start", "-n", "4"], env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "sent 4 rows of adult.test, 0 failed" in run.stdout

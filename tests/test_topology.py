@@ -126,6 +126,17 @@ def test_predict_feedback_and_health_through_nginx(stack, sample_row):
     assert feedback.status_code == 200 and feedback.json()["feedback"] == "<=50K"
 
 
+def test_a_body_over_the_limit_is_a_json_413_from_nginx_too(stack, sample_row):
+    big = dict(sample_row, workclass="x" * 2_000_000)
+    response = requests.post(f"{stack['url']}/api/v1/classifier/predict", json=big, timeout=30)
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "the request body is over the limit of 1048576 bytes",
+                               "code": "too_large"}
+    served = sum(log.read_text().count("/predict") for log in stack["logs"].values())
+    assert served == 0  # refused by nginx, before any replica
+
+
 def test_nginx_spreads_requests_over_both_instances(stack, sample_row):
     for _ in range(20):
         requests.post(f"{stack['url']}/api/v1/classifier/predict", json=sample_row, timeout=10)

@@ -59,12 +59,18 @@ class MLModelAdmin(admin.ModelAdmin):
                     "created_at"]
     list_filter = [StatusFilter, "endpoint", "name"]
     search_fields = ["name", "version", "description", "owner"]
-    readonly_fields = ["artifact_sha256", "created_at"]
+    # What a version runs is fixed when it is registered (through the service, which confines
+    # the artifact to the store and the code to the catalogue); a new artifact is a new version.
+    readonly_fields = ["endpoint", "code", "version", "artifact_path", "artifact_sha256",
+                       "classes", "created_at"]
     inlines = [MLModelStatusInline]
     actions = [_status_action(s) for s in Status.values if s != Status.AB_TESTING]
 
     def get_queryset(self, request):
         return selectors.mlmodel_list()
+
+    def has_add_permission(self, request):
+        return False  # POST /api/v1/mlmodels or register_models, which check what is loaded
 
     @admin.display(ordering="current_status")
     def current_status(self, obj):

@@ -53,3 +53,17 @@ def test_staff_see_api_tokens_in_the_admin(staff, api_token):
     response = staff.get("/admin/authtoken/tokenproxy/")
     assert response.status_code == 200
     assert "ml-client" in response.content.decode()
+
+
+def test_staff_cannot_point_a_model_at_another_file_or_class(staff, registered):
+    rf = registered["random forest"]
+    before = (rf.artifact_path, rf.code)
+    page = staff.get(f"/admin/endpoints/mlmodel/{rf.pk}/change/").content.decode()
+    assert 'name="artifact_path"' not in page and 'name="code"' not in page
+    staff.post(f"/admin/endpoints/mlmodel/{rf.pk}/change/", {
+        "name": rf.name, "description": "x", "owner": "x", "metrics": "{}",
+        "artifact_path": "/etc/passwd", "code": "os.system",
+        "statuses-TOTAL_FORMS": 0, "statuses-INITIAL_FORMS": 0})
+    rf.refresh_from_db()
+    assert (rf.artifact_path, rf.code) == before
+    assert staff.get("/admin/endpoints/mlmodel/add/").status_code == 403
