@@ -94,6 +94,16 @@ def wait_for_http(url: str, process: subprocess.Popen | None = None,
         time.sleep(0.25)
 
 
+def wait_until(condition, what: str, deadline: float = LIVE_DEADLINE) -> float:
+    """Seconds until ``condition()`` holds; AssertionError naming ``what`` after ``deadline``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > deadline:
+            raise AssertionError(f"{what}: not within {deadline:.0f}s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
 def run_script(args: list[str], *, env: dict | None = None, cwd: Path = ROOT,
                timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a command to its end, its output in files rather than pipes.

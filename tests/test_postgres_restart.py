@@ -22,7 +22,7 @@ from django.db import connection, connections
 
 from apps.endpoints.models import MLRequest
 from conftest import issue_token, manage, start_gunicorn
-from tests.live import LIVE_DEADLINE, free_port, stop
+from tests.live import LIVE_DEADLINE, free_port, stop, wait_until
 
 pytestmark = pytest.mark.live
 
@@ -116,15 +116,6 @@ class Clients:
         self.stopping.set()
         for thread in self.threads:
             thread.join()
-
-
-def wait_until(condition, what: str, deadline: float = LIVE_DEADLINE) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > deadline:
-            raise AssertionError(f"{what}: not within {deadline:.0f}s")
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 def test_feedback_survives_a_postgres_restart_under_load(transactional_db, tmp_path,

@@ -20,7 +20,7 @@ import redis
 import requests
 
 from conftest import issue_token, manage, run_ab_test, start_gunicorn
-from tests.live import ROOT, free_port, spawn, stop, wait_for_http
+from tests.live import ROOT, free_port, spawn, stop, wait_for_http, wait_until
 
 pytestmark = pytest.mark.live
 
@@ -102,6 +102,16 @@ http {{
             stop(process)
 
 
+def served_by_replica(stack, total: int) -> dict:
+    """Predictions each replica logged, once their access logs hold ``total`` of them: gunicorn
+    writes a request's line after sending its answer, so the last may still be on its way."""
+    def count():
+        return {host: log.read_text().count("/predict") for host, log in stack["logs"].items()}
+
+    wait_until(lambda: sum(count().values()) >= total, f"{total} predictions in the access logs")
+    return count()
+
+
 def auth(stack) -> dict:
     return {"Authorization": f"Token {stack['token']}"}
 
@@ -133,14 +143,13 @@ def test_a_body_over_the_limit_is_a_json_413_from_nginx_too(stack, sample_row):
     assert response.headers["Content-Type"] == "application/json"
     assert response.json() == {"detail": "the request body is over the limit of 1048576 bytes",
                                "code": "too_large"}
-    served = sum(log.read_text().count("/predict") for log in stack["logs"].values())
-    assert served == 0  # refused by nginx, before any replica
+    assert served_by_replica(stack, 0) == {host: 0 for host in REPLICAS}  # refused by nginx
 
 
 def test_nginx_spreads_requests_over_both_instances(stack, sample_row):
     for _ in range(20):
         requests.post(f"{stack['url']}/api/v1/classifier/predict", json=sample_row, timeout=10)
-    served = {host: log.read_text().count("/predict") for host, log in stack["logs"].items()}
+    served = served_by_replica(stack, 20)
     assert all(count > 0 for count in served.values()), served
     assert sum(served.values()) == 20
 
@@ -201,5 +210,5 @@ def test_the_rate_limit_is_per_client_across_every_replica(stack, sample_row):
             break  # every request fell in one window; else try again with fresh clients
     assert limited == [200] * 5 + [429] * 3
     assert neighbour == 200
-    served = {host: log.read_text().count("/predict") for host, log in stack["logs"].items()}
+    served = served_by_replica(stack, len(limited) + 1)
     assert all(count >= 4 for count in served.values()), served  # both instances counted
