@@ -102,6 +102,8 @@ CASES = [
          "metrics.note[0]: text must not contain a lone surrogate", token=True),
     Case("infinity inside metrics", "/api/v1/mlmodels", model_body(raw_metrics='{"auc": 1e999}'),
          400, "metrics.auc: number too large", token=True),
+    Case("form body over the limit", "/api/v1/mlmodels", "name=" + "x" * 1_100_000, 413,
+         "limit of 1048576 bytes", token=True, content_type="application/x-www-form-urlencoded"),
     Case("nested body on a token route", "/api/v1/mlmodels", NESTED, 400,
          "nested deeper than 32 levels", token=True),
     Case("nested body starting a test", "/api/v1/abtests", NESTED, 400,

@@ -8,6 +8,8 @@ endpoint, statuses from a known set.
 from django.db import models
 from django.db.models import Q
 
+from apps.endpoints.exceptions import InvalidInput
+
 
 class Status(models.TextChoices):
     TESTING = "testing"
@@ -20,6 +22,17 @@ class Status(models.TextChoices):
     def serving(cls) -> list[str]:
         """The statuses a model answers predictions in: every status but ``archived``."""
         return [status for status in cls.values if status != cls.ARCHIVED]
+
+    @classmethod
+    def parse(cls, value: str | None, *, serving: bool = False) -> str:
+        """A status from a client: blank means production; ``serving`` refuses ``archived``."""
+        if value is None or value == "":
+            return cls.PRODUCTION
+        allowed = cls.serving() if serving else cls.values
+        if value not in allowed:
+            what = "a status that serves predictions" if serving else "a status"
+            raise InvalidInput(f"{value!r} is not {what}; expected one of: {', '.join(allowed)}")
+        return value
 
 
 class Endpoint(models.Model):

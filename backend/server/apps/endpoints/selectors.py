@@ -11,16 +11,6 @@ from apps.endpoints.models import (
 )
 
 
-def status_parse(value: str | None, *, default: str = Status.PRODUCTION) -> str:
-    if value is None or value == "":
-        return default
-    if value not in Status.values:
-        raise InvalidInput(
-            f"unknown status {value!r}; expected one of: {', '.join(Status.values)}"
-        )
-    return value
-
-
 def endpoint_get(*, name: str) -> Endpoint:
     try:
         return Endpoint.objects.get(name=name)

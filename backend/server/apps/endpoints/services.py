@@ -62,7 +62,7 @@ def mlmodel_status_set(*, mlmodel: MLModel, status: str, created_by: str) -> MLM
 
     ``ab_testing`` is entered and left only by starting and stopping an A/B test.
     """
-    status = selectors.status_parse(status)
+    status = Status.parse(status)
     if status == Status.AB_TESTING:
         raise InvalidInput(
             "a model enters 'ab_testing' by starting an A/B test (POST /api/v1/abtests), "
@@ -149,7 +149,7 @@ def prediction_create(
     ``ab_testing`` routes by the endpoint's running A/B test (sticky per ``user_key``); no status
     means production. Nothing is stored for a request that was not served.
     """
-    status = selectors.status_parse(status)
+    status = Status.parse(status, serving=True)
     ab_test_id = None
     if status == Status.AB_TESTING:
         arm = selectors.ab_test_arm_for(

@@ -2,6 +2,7 @@ import pytest
 
 from apps.endpoints import selectors, services
 from apps.endpoints.exceptions import InvalidInput, NotFound
+from apps.endpoints.models import Status
 
 
 def test_the_model_for_a_status_is_found_in_one_query(registered, django_assert_num_queries):
@@ -38,7 +39,17 @@ def test_several_models_for_a_status_are_ambiguous_until_narrowed(registered):
 
 
 def test_status_parse_defaults_to_production_and_rejects_unknown_values():
-    assert selectors.status_parse(None) == "production"
-    assert selectors.status_parse("") == "production"
-    with pytest.raises(InvalidInput, match="unknown status 'prod'"):
-        selectors.status_parse("prod")
+    assert Status.parse(None) == Status.parse("") == "production"
+    assert Status.parse("archived") == "archived"
+    with pytest.raises(InvalidInput, match="'prod' is not a status; expected one of: testing"):
+        Status.parse("prod")
+    with pytest.raises(InvalidInput, match="'archived' is not a status that serves predictions"):
+        Status.parse("archived", serving=True)
+
+
+def test_an_archived_model_is_not_served_even_by_name(registered, sample_row):
+    services.mlmodel_status_set(mlmodel=registered["extra trees"], status="archived",
+                                created_by="ann")
+    with pytest.raises(InvalidInput, match="not a status that serves predictions"):
+        services.prediction_create(endpoint_name="classifier", input_data=sample_row,
+                                   status="archived", name="extra trees")

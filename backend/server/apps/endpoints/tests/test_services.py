@@ -35,7 +35,7 @@ def test_setting_the_current_status_again_changes_nothing(registered):
 
 
 @pytest.mark.parametrize("status, error, fragment", [
-    ("retired", InvalidInput, "unknown status 'retired'; expected one of: testing, staging"),
+    ("retired", InvalidInput, "'retired' is not a status; expected one of: testing, staging"),
     ("ab_testing", InvalidInput, "by starting an A/B test"),
 ])
 def test_unknown_and_reserved_statuses_are_refused(registered, status, error, fragment):
