@@ -89,6 +89,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "apps.endpoints.middleware.BodyLimitMiddleware",  # refuses a body over MAX_BODY_BYTES first
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -133,6 +134,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # Tests that start a live server need the test database in a file the server can open too.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database host that drops packets must fail a request (503) in seconds, not hold a worker
+    # until gunicorn kills it (a worker's start-up, loading models, runs under that timeout too).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
 
 if os.environ.get("REDIS_URL"):
     # Short socket timeouts: an unreachable Redis must not stall predictions (throttling.py).
@@ -161,8 +167,8 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 
 ML_ARTIFACTS_DIR = Path(os.environ.get("ML_ARTIFACTS_DIR", REPO_DIR / "research" / "artifacts"))
 
-# The largest request body any route reads (nginx's client_max_body_size matches it): a batch of
-# 1000 prediction rows is about 350 KB. Beyond it: 413, JSON under /api/.
+# The largest request body any route reads, files included (BodyLimitMiddleware; nginx is given
+# the same limit): a batch of 1000 prediction rows is about 350 KB. Beyond it: 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1024 * 1024)
 
 # Predict is open and rate-limited per client (apps/endpoints/throttling.py); writes need a token
@@ -175,12 +181,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.endpoints.permissions.ReadOrTokenOrStaff"],
-    # JSON bounded in size and depth, its strings and numbers storable (apps/endpoints/parsers.py);
-    # forms only for the browsable API's HTML forms, whose fields the serializers check.
+    # JSON bounded in depth, its strings and numbers storable (apps/endpoints/parsers.py); forms
+    # (the browsable API's HTML forms) held to the same rules.
     "DEFAULT_PARSER_CLASSES": [
         "apps.endpoints.parsers.SafeJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "apps.endpoints.parsers.SafeFormParser",
+        "apps.endpoints.parsers.SafeMultiPartParser",
     ],
     "NUM_PROXIES": env_int("NUM_PROXIES", 0),
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",

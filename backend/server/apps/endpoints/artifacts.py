@@ -58,13 +58,19 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_verified(artifact_path: str, expected_sha256: str) -> bytes:
-    """The artifact's bytes, only if they are in the store and match ``expected_sha256``."""
+def read(artifact_path: str) -> tuple[Path, bytes]:
+    """The resolved path of an artifact in the store, and its bytes, read once."""
     path = resolve(artifact_path)
     try:
-        data = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise Missing(f"{path} is missing") from None
+        return path, path.read_bytes()
+    except OSError as exc:  # missing, a folder, unreadable, a name too long...
+        raise Missing(f"{path} is missing or unreadable ({type(exc).__name__}: "
+                      f"{exc.strerror})") from None
+
+
+def read_verified(artifact_path: str, expected_sha256: str) -> bytes:
+    """The artifact's bytes, only if they are in the store and match ``expected_sha256``."""
+    path, data = read(artifact_path)
     actual = sha256(data)
     if actual != expected_sha256:
         raise ChecksumMismatch(f"{path} has sha256 {actual}, but the registry expects "

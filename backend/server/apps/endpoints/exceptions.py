@@ -15,13 +15,16 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import InterfaceError, OperationalError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponsePermanentRedirect, JsonResponse
+from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +38,6 @@ class RegistryError(Exception):
         self.detail = detail
         self.log_detail = log_detail
         super().__init__(detail)
-
-    @property
-    def code(self) -> str:
-        return self.default_code
 
 
 class InvalidInput(RegistryError):
@@ -65,28 +64,33 @@ class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "too_large"
 
-    def __init__(self, detail=None, code=None):
+    def __init__(self, size: int | None = None):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        super().__init__(detail or f"the request body is over the limit of {limit} bytes", code)
+        size = f" ({size} bytes)" if size else ""
+        super().__init__(f"the request body{size} is over the limit of {limit} bytes")
 
 
-def new_reference() -> str:
-    return uuid.uuid4().hex[:12]
+class BadRequest(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid"
 
 
 def _logged(detail: str, code: str, http_status: int, log_detail: str, *, exc_info=None) -> dict:
-    """The body of an error whose details only the log may hold."""
-    reference = new_reference()
-    logger.error("[%s] %s %s: %s", reference, http_status, code, log_detail, exc_info=exc_info)
+    """The body of an error whose details only the log may hold, under a new reference."""
+    reference = uuid.uuid4().hex[:12]
+    level = logging.ERROR if http_status >= 500 else logging.WARNING
+    logger.log(level, "[%s] %s %s: %s", reference, http_status, code, log_detail,
+               exc_info=exc_info)
     return {"detail": f"{detail} (reference {reference})", "code": code, "reference": reference}
 
 
 def error_body(exc: Exception) -> tuple[dict, int]:
-    """The public body and status of any exception: the one mapping from errors to HTTP."""
+    """The public body and status of an exception that is not DRF's own."""
     if isinstance(exc, RegistryError):
         if exc.log_detail is not None:
-            return _logged(exc.detail, exc.code, exc.status_code, exc.log_detail), exc.status_code
-        return {"detail": exc.detail, "code": exc.code}, exc.status_code
+            return (_logged(exc.detail, exc.default_code, exc.status_code, exc.log_detail),
+                    exc.status_code)
+        return {"detail": exc.detail, "code": exc.default_code}, exc.status_code
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database is down, restarting or unreachable: a client may retry; the driver's
         # message (host, port, user) is for the log.
@@ -94,6 +98,27 @@ def error_body(exc: Exception) -> tuple[dict, int]:
                        f"{type(exc).__name__}: {exc}"), 503
     return _logged("internal error", "error", 500, f"{type(exc).__name__}: {exc}",
                    exc_info=exc), 500
+
+
+SUSPICIOUS = {
+    "TooManyFieldsSent": "the form has too many fields",
+    "TooManyFilesSent": "the form has too many files",
+    "DisallowedHost": "the Host header names a host this service does not answer to",
+}
+
+
+def as_api_exception(exc: Exception) -> Exception:
+    """Django's own request errors as the DRF errors a client should get."""
+    if isinstance(exc, RequestDataTooBig):  # DATA_UPLOAD_MAX_MEMORY_SIZE, hit parsing a form
+        return PayloadTooLarge()
+    if isinstance(exc, SuspiciousOperation):
+        # Django's messages name settings; the client is told what it sent that is refused.
+        return BadRequest(SUSPICIOUS.get(type(exc).__name__, "the request was refused"))
+    if isinstance(exc, Http404):
+        return exceptions.NotFound(*exc.args)
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied(*exc.args)
+    return exc
 
 
 def _flatten(detail, prefix: str = "") -> list[str]:
@@ -114,15 +139,7 @@ def exception_handler(exc, context):
     """``REST_FRAMEWORK["EXCEPTION_HANDLER"]``: every error as ``{"detail", "code"}``, never an
     HTML page. DRF's own errors keep their status and headers (WWW-Authenticate, Retry-After);
     a validation error also lists its messages per field under ``errors``."""
-    # Imported here: rest_framework.views reads the parser settings, and the parser imports this.
-    from rest_framework.views import exception_handler as drf_exception_handler
-
-    if isinstance(exc, RequestDataTooBig):  # Django's own limit (DATA_UPLOAD_MAX_MEMORY_SIZE)
-        exc = PayloadTooLarge()
-    elif isinstance(exc, Http404):
-        exc = exceptions.NotFound(*exc.args)
-    elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied(*exc.args)
+    exc = as_api_exception(exc)
     if isinstance(exc, APIException):
         response = drf_exception_handler(exc, context)
         if isinstance(exc, ValidationError):
@@ -132,38 +149,53 @@ def exception_handler(exc, context):
             codes = exc.get_codes()
             response.data = {"detail": str(exc.detail),
                              "code": codes if isinstance(codes, str) else exc.default_code}
-        return response
-    body, http_status = error_body(exc)
-    return Response(body, status=http_status)
+    else:
+        body, http_status = error_body(exc)
+        response = Response(body, status=http_status)
+    request = context.get("request")
+    renderer = getattr(request, "accepted_renderer", None)
+    if request is not None and not isinstance(renderer, (JSONRenderer, BrowsableAPIRenderer)):
+        # A view whose own formats are others (the schema's YAML): errors are still JSON.
+        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
+    return response
 
 
 # For what happens outside a DRF view (an unknown URL, a failure in middleware).
 # Under /api/ they answer JSON like the views; elsewhere (admin, docs) Django's own pages.
 
-def _is_api(request) -> bool:
+def is_api(request) -> bool:
     return request.path.startswith("/api/")
 
 
 @csrf_exempt  # a POST to an unknown API path is a 404, not a CSRF failure page
 def api_not_found(request, exception=None):
+    if not request.path.endswith("/") and request.method in ("GET", "HEAD"):
+        try:  # what APPEND_SLASH would do, which this catch-all route otherwise pre-empts
+            if resolve(request.path + "/").func is not api_not_found:
+                return HttpResponsePermanentRedirect(request.get_full_path(force_append_slash=True))
+        except Resolver404:
+            pass
     return JsonResponse({"detail": f"no API route matches {request.path!r}; the routes are "
                                    f"listed at /api/v1/ and in /api/docs/",
                          "code": "not_found"}, status=404)
 
 
+def _json(exc: APIException) -> JsonResponse:
+    return JsonResponse({"detail": str(exc.detail), "code": exc.default_code},
+                        status=exc.status_code)
+
+
 def handler400(request, exception):
-    if _is_api(request):
-        if isinstance(exception, RequestDataTooBig):
-            too_large = PayloadTooLarge()
-            return JsonResponse({"detail": str(too_large.detail), "code": too_large.default_code},
-                                status=too_large.status_code)
-        return JsonResponse({"detail": "bad request", "code": "invalid"}, status=400)
+    if is_api(request):
+        converted = as_api_exception(exception)
+        return _json(converted if isinstance(converted, APIException)
+                     else BadRequest("bad request"))
     from django.views.defaults import bad_request
     return bad_request(request, exception)
 
 
 def handler500(request):
-    if _is_api(request):
+    if is_api(request):
         return JsonResponse(_logged("internal error", "error", 500, f"{request.method} "
                                     f"{request.path} failed outside a view"), status=500)
     from django.views.defaults import server_error

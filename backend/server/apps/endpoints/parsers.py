@@ -1,12 +1,14 @@
-"""The JSON every API route reads: bounded in size and depth, and storable in any database.
+"""The JSON (and forms) every API route reads: bounded in depth, storable in any database.
 
 Python's json module accepts documents that a database or a model cannot take: strings with NUL
 (PostgreSQL refuses it in text and jsonb) or lone surrogates (no UTF-8 encoding exists for
 them), numbers that overflow to infinity (``1e999``) or beyond what a float holds (a 400-digit
 integer), and nesting deep enough to exhaust the recursion limit. Each of these used to reach
 the database or the model and come back as a 500. ``SafeJSONParser`` refuses them while parsing,
-with a 400 that names where in the body the value is (``metrics.note``, ``[3].age``), and refuses
-a body over ``MAX_BODY_BYTES`` with a 413 before reading it. Serializers check the rest.
+with a 400 that names where in the body the value is (``metrics.note``, ``[3].age``); the form
+parsers apply the same rules to every form field. Malformed JSON is a ``parse_error``; well-formed
+JSON with such a value is ``invalid``. The body's size is bounded before any parser reads it
+(middleware.py). Serializers check the rest.
 """
 from __future__ import annotations
 
@@ -14,11 +16,8 @@ import json
 import math
 from typing import Any
 
-from django.conf import settings
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser, get_encoding
-
-from apps.endpoints.exceptions import PayloadTooLarge
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser, get_encoding
 
 # Deeper than any body this API takes (a batch of rows is two levels); deeper is an attack.
 MAX_DEPTH = 32
@@ -32,14 +31,13 @@ class UnsafeJSON(ValueError):
 
 
 def _string_problem(text: str) -> str | None:
-    if text.isascii():
-        return "must not contain NUL (\\u0000)" if "\x00" in text else None
     if "\x00" in text:
         return "must not contain NUL (\\u0000)"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must not contain a lone surrogate (\\ud800-\\udfff)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must not contain a lone surrogate (\\ud800-\\udfff)"
     return None
 
 
@@ -71,23 +69,10 @@ def check(value: Any, path: str = "", depth: int = 0) -> None:
             check(item, f"{path}[{index}]", depth + 1)
 
 
-def max_body_bytes() -> int:
-    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-
-
 class SafeJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
-        parser_context = parser_context or {}
-        limit = max_body_bytes()
-        request = parser_context.get("request")
-        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"the request body is {int(declared)} bytes, over the limit "
-                                  f"of {limit} bytes")
-        encoding = get_encoding(parser_context)  # refuses non-text codecs (decompression bombs)
-        raw = stream.read(limit + 1) if stream is not None else b""
-        if len(raw) > limit:
-            raise PayloadTooLarge()
+        encoding = get_encoding(parser_context or {})  # refuses non-text codecs (bombs)
+        raw = stream.read() if stream is not None else b""  # bounded by BodyLimitMiddleware
         try:
             data = json.loads(raw.decode(encoding), parse_constant=json_constant)
         except RecursionError:
@@ -95,11 +80,36 @@ class SafeJSONParser(JSONParser):
                              code="invalid") from None
         except ValueError as exc:  # includes UnicodeDecodeError
             raise ParseError(f"JSON parse error - {exc}") from None
-        try:
-            check(data)
-        except UnsafeJSON as exc:
-            raise ParseError(str(exc), code="invalid") from None
-        return data
+        return checked(data)
+
+
+class SafeFormParser(FormParser):
+    """Forms, for the browsable API's HTML forms: the same rules for every field."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return checked_form(super().parse(stream, media_type, parser_context))
+
+
+class SafeMultiPartParser(MultiPartParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        parsed = super().parse(stream, media_type, parser_context)
+        checked_form(parsed.data)
+        return parsed
+
+
+def checked(data):
+    try:
+        check(data)
+    except UnsafeJSON as exc:
+        raise ParseError(str(exc), code="invalid") from None
+    return data
+
+
+def checked_form(data):
+    """A form's fields, each value checked as a JSON string would be."""
+    checked({key: values[0] if len(values) == 1 else values
+             for key, values in data.lists()})
+    return data
 
 
 def json_constant(name: str):

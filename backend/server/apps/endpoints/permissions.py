@@ -13,13 +13,18 @@ NEEDS = ("needs an API token (header 'Authorization: Token <key>'; an operator p
          "'manage.py api_token <username>') or a staff user's session")
 
 
+def is_trusted(request) -> bool:
+    """An API token's bearer or a staff user: who may write, and read operational details."""
+    return isinstance(request.auth, Token) or request.user.is_staff
+
+
 class ReadOrTokenOrStaff(BasePermission):
     message = f"changing the registry or recording feedback {NEEDS}"
 
     def has_permission(self, request, view) -> bool:
         if request.method in SAFE_METHODS:
             return True
-        if isinstance(request.auth, Token) or request.user.is_staff:
+        if is_trusted(request):
             return True
         if not request.user.is_authenticated:
             raise NotAuthenticated(f"{request.method} {request.path} {NEEDS}")

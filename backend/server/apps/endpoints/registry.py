@@ -2,7 +2,8 @@
 
 The database decides which model serves which status; this map only saves reloading artifacts.
 Each gunicorn worker fills it when it starts, before it takes traffic (``warm_up``, called from
-the gunicorn config), and otherwise on first use, once per model. A model is built only from
+the gunicorn config), and otherwise on first use, once per model; a model that failed to load is
+tried again after ``RETRY_FAILED_SECONDS``, not on every request. A model is built only from
 the artifact store, from bytes that match the sha256 recorded for it, by a class named in the
 algorithm catalogue (artifacts.py, apps/ml/catalog.py); anything else is refused with a 503
 that says which model is unavailable, while the paths and checksums go to the log. Nothing here
@@ -43,10 +44,17 @@ def load_algorithm(mlmodel: MLModel) -> Algorithm:
     raise Unavailable(f"{label} is unavailable", log_detail=f"{label} cannot be loaded: {why}")
 
 
+# A model that failed to load is not tried again for this long: each try reads and hashes the
+# whole artifact (and may unpickle it), which no anonymous client should be able to repeat at will.
+RETRY_FAILED_SECONDS = 10
+
+
 class Registry:
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
         self._algorithms: dict[int, tuple[str, Algorithm]] = {}
+        self._failures: dict[int, tuple[str, float, Unavailable]] = {}  # id -> sha, when, error
         self._lock = threading.Lock()
+        self._clock = clock
 
     def get(self, mlmodel: MLModel) -> Algorithm:
         entry = self._algorithms.get(mlmodel.pk)
@@ -56,13 +64,26 @@ class Registry:
         with self._lock:
             entry = self._algorithms.get(mlmodel.pk)
             if entry is None or entry[0] != mlmodel.artifact_sha256:
-                started = time.perf_counter()
-                algorithm = load_algorithm(mlmodel)
-                self._algorithms[mlmodel.pk] = (mlmodel.artifact_sha256, algorithm)
-                logger.info("loaded %s %s (id %s) in %.2fs", mlmodel.name, mlmodel.version,
-                            mlmodel.pk, time.perf_counter() - started)
+                self._algorithms[mlmodel.pk] = (mlmodel.artifact_sha256, self._load(mlmodel))
                 entry = self._algorithms[mlmodel.pk]
         return entry[1]
+
+    def _load(self, mlmodel: MLModel) -> Algorithm:
+        failed = self._failures.get(mlmodel.pk)
+        if (failed is not None and failed[0] == mlmodel.artifact_sha256
+                and self._clock() - failed[1] < RETRY_FAILED_SECONDS):
+            raise failed[2]
+        started = time.perf_counter()
+        try:
+            algorithm = load_algorithm(mlmodel)
+        except Unavailable as exc:
+            logger.warning("%s; not tried again for %ss", exc.log_detail, RETRY_FAILED_SECONDS)
+            self._failures[mlmodel.pk] = (mlmodel.artifact_sha256, self._clock(), exc)
+            raise
+        self._failures.pop(mlmodel.pk, None)
+        logger.info("loaded %s %s (id %s) in %.2fs", mlmodel.name, mlmodel.version, mlmodel.pk,
+                    time.perf_counter() - started)
+        return algorithm
 
     def loaded_ids(self) -> list[int]:
         return sorted(self._algorithms)
@@ -70,6 +91,7 @@ class Registry:
     def clear(self) -> None:
         with self._lock:
             self._algorithms.clear()
+            self._failures.clear()
 
 
 registry = Registry()
@@ -96,7 +118,7 @@ def warm_up() -> list[int]:
         try:
             registry.get(mlmodel)
             loaded.append(mlmodel.pk)
-        except Unavailable as exc:
-            logger.warning("warm-up: %s", exc.log_detail)
+        except Unavailable:
+            pass  # logged by the registry
     logger.info("warm-up: loaded models %s in %.2fs", loaded, time.perf_counter() - started)
     return loaded

@@ -1,7 +1,9 @@
 """Output serializers for the catalog, and small input serializers that only parse."""
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.endpoints import selectors
+from apps.endpoints.exceptions import InvalidInput
 from apps.endpoints.models import ABTest, Endpoint, MLModel, MLModelStatus, MLRequest, Status
 from apps.ml.income_classifier import preprocessing
 
@@ -73,15 +75,24 @@ class FeedbackSerializer(serializers.Serializer):
     feedback = serializers.CharField(max_length=64, help_text="The true label, e.g. '>50K'.")
 
 
+@extend_schema_field({"type": "string", "enum": Status.serving(), "default": Status.PRODUCTION})
+class ServingStatusField(serializers.CharField):
+    """A status that serves predictions, by the one rule (``Status.parse``)."""
+
+    def to_internal_value(self, data):
+        try:
+            return Status.parse(super().to_internal_value(data), serving=True)
+        except InvalidInput as exc:
+            raise serializers.ValidationError(exc.detail) from None
+
+
 class PredictQuerySerializer(serializers.Serializer):
     """Predict's query string: which model answers (and, under an A/B test, a client key)."""
 
-    status = serializers.ChoiceField(
-        choices=Status.serving(), required=False, allow_blank=True, default=Status.PRODUCTION,
+    status = ServingStatusField(
+        required=False, allow_blank=True, max_length=32, default=Status.PRODUCTION,
         help_text="Status of the model that answers (default production). Archived models "
                   "are not served.",
-        error_messages={"invalid_choice": "{input!r} is not a status that serves predictions; "
-                        "expected one of: " + ", ".join(Status.serving())},
     )
     version = serializers.CharField(max_length=32, required=False,
                                     help_text="Model version, to narrow the choice.")

@@ -80,6 +80,29 @@ def mlmodel_status_set(*, mlmodel: MLModel, status: str, created_by: str) -> MLM
         return _status_write(mlmodel=mlmodel, status=status, created_by=created_by)
 
 
+def _artifact_checked(artifact_path: str, artifact_sha256: str = "") -> tuple[str, str]:
+    """The path a model records for an artifact (inside the store) and the file's sha256.
+
+    The file must be in the store; a given ``artifact_sha256`` must be the file's own.
+    """
+    try:
+        path, data = artifacts.read(artifact_path)
+    except artifacts.OutsideStore as exc:
+        raise InvalidInput(
+            f"artifact_path: {artifact_path!r} is not a file of the artifact store; give its "
+            f"path relative to the store, as the training manifest lists it",
+            log_detail=str(exc),
+        ) from None
+    except artifacts.Missing as exc:
+        raise InvalidInput(f"artifact_path: the artifact store has no file {artifact_path!r}",
+                           log_detail=str(exc)) from None
+    actual = artifacts.sha256(data)
+    if artifact_sha256 and artifact_sha256 != actual:
+        raise InvalidInput(f"artifact_sha256: the file {artifact_path!r} does not have the "
+                           f"sha256 given")
+    return artifacts.relative(path), actual
+
+
 def mlmodel_create(
     *,
     endpoint: Endpoint,
@@ -104,24 +127,11 @@ def mlmodel_create(
         algorithm_class = catalog.algorithm_class(code)
     except catalog.UnknownAlgorithm as exc:
         raise InvalidInput(f"code: {exc}") from None
-    try:
-        path = artifacts.resolve(artifact_path)
-    except artifacts.OutsideStore as exc:
-        raise InvalidInput(
-            f"artifact_path: {artifact_path!r} is not a file of the artifact store; give its "
-            f"path relative to the store, as the training manifest lists it",
-            log_detail=str(exc),
-        ) from None
-    if not path.is_file():
-        raise InvalidInput(f"artifact_path: the artifact store has no file {artifact_path!r}")
-    actual = artifacts.sha256(path.read_bytes())
-    if artifact_sha256 and artifact_sha256 != actual:
-        raise InvalidInput(f"artifact_sha256: the file {artifact_path!r} does not have the "
-                           f"sha256 given")
+    stored_path, checksum = _artifact_checked(artifact_path, artifact_sha256)
     mlmodel = MLModel(
         endpoint=endpoint, name=name, version=version, code=code, owner=owner,
-        description=description, artifact_path=artifacts.relative(path),
-        artifact_sha256=actual, metrics=metrics or {},
+        description=description, artifact_path=stored_path,
+        artifact_sha256=checksum, metrics=metrics or {},
         classes=classes or list(algorithm_class.classes),
     )
     try:
@@ -132,6 +142,19 @@ def mlmodel_create(
         raise Conflict(
             f"endpoint {endpoint.name!r} already has a model {name!r} version {version!r}"
         ) from None
+    return mlmodel
+
+
+def mlmodel_artifact_update(*, mlmodel: MLModel, artifact_path: str, artifact_sha256: str,
+                            metrics: dict[str, Any]) -> MLModel:
+    """Point a model version at its retrained artifact (register_models, after training again).
+
+    The same checks as registration: a file of the store whose sha256 is the one given.
+    """
+    mlmodel.artifact_path, mlmodel.artifact_sha256 = _artifact_checked(artifact_path,
+                                                                       artifact_sha256)
+    mlmodel.metrics = metrics
+    mlmodel.save(update_fields=["artifact_path", "artifact_sha256", "metrics"])
     return mlmodel
 
 

@@ -107,7 +107,7 @@ class PredictView(APIView):
         mlrequest = services.prediction_create(
             endpoint_name=endpoint_name,
             input_data=request.data,
-            status=choice["status"] or None,
+            status=choice["status"],
             version=choice.get("version"),
             name=choice.get("name"),
             user_key=choice.get("user_id") or request.headers.get(USER_KEY_HEADER),

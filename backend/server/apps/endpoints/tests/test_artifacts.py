@@ -77,14 +77,25 @@ def test_a_model_pointing_outside_the_store_is_never_loaded(registered, outside,
     assert loads == []
 
 
-def test_a_symlink_swapped_in_after_registration_is_refused(registered, link_out, monkeypatch):
+def test_a_symlink_swapped_in_after_registration_is_refused(registered, link_out, outside,
+                                                            monkeypatch):
     loads = []
     monkeypatch.setattr(joblib, "load", lambda *a, **k: loads.append(a))
     rf = registered["random forest"]
     rf.artifact_path = link_out.name
-    with pytest.raises(Unavailable, match="is unavailable"):
+    rf.artifact_sha256 = artifacts.sha256(outside.read_bytes())  # the checksum would pass
+    with pytest.raises(Unavailable) as err:
         Registry().get(rf)
+    assert "outside the artifact store" in err.value.log_detail
     assert loads == []
+
+
+@pytest.mark.parametrize("path", ["a" * 300, "sub/" * 100 + "x", "."])
+def test_an_artifact_path_the_system_cannot_open_is_a_400(api, registered, path):
+    response = api.post("/api/v1/mlmodels", new_model(registered, artifact_path=path),
+                        format="json")
+    assert response.status_code == 400, response.json()
+    assert response.json()["code"] == "invalid"
 
 
 @pytest.fixture

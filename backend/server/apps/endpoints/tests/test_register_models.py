@@ -1,13 +1,16 @@
 """Registration is explicit, idempotent and safe to race; importing wsgi.py writes nothing."""
 import io
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from apps.endpoints.models import Endpoint, MLModel, MLModelStatus
+from apps.ml.checksums import sha256_file
 from conftest import SERVER_DIR, server_env
 from tests.live import LIVE_DEADLINE, run_script, spawn
 
@@ -35,17 +38,54 @@ def test_running_it_twice_creates_nothing_twice(db):
     assert "random forest 0.0.1: already registered" in out.getvalue()
 
 
-def test_a_retrained_artifact_updates_the_checksum_not_the_model(db, manifest, tmp_path,
-                                                                  settings):
-    call_command("register_models", stdout=io.StringIO())
+@pytest.fixture
+def store(settings, tmp_path, manifest):
+    """A copy of the artifact store the test may change, with its manifest."""
+    source = Path(settings.ML_ARTIFACTS_DIR)
+    for entry in manifest["models"]:
+        shutil.copy(source / entry["artifact"], tmp_path / entry["artifact"])
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    settings.ML_ARTIFACTS_DIR = tmp_path
+    return tmp_path
+
+
+def retrain(store, manifest, artifact):
+    """Replace the first model's artifact (here by the second's bytes) and list it."""
+    first = manifest["models"][0]
+    shutil.copy(store / manifest["models"][1]["artifact"], store / first["artifact"])
     changed = json.loads(json.dumps(manifest))
-    changed["models"][0]["sha256"] = "f" * 64
-    (tmp_path / "manifest.json").write_text(json.dumps(changed))
+    changed["models"][0].update(artifact=artifact, sha256=sha256_file(store / first["artifact"]))
+    (store / "manifest.json").write_text(json.dumps(changed))
+    return changed["models"][0]
+
+
+def test_a_retrained_artifact_updates_the_checksum_not_the_model(db, store, manifest):
+    call_command("register_models", stdout=io.StringIO())
+    entry = retrain(store, manifest, manifest["models"][0]["artifact"])
     out = io.StringIO()
-    call_command("register_models", manifest=tmp_path / "manifest.json", stdout=out)
+    call_command("register_models", stdout=out)
     assert "artifact retrained, checksum updated" in out.getvalue()
-    assert MLModel.objects.get(name=changed["models"][0]["name"]).artifact_sha256 == "f" * 64
+    assert MLModel.objects.get(name=entry["name"]).artifact_sha256 == entry["sha256"]
     assert counts() == (1, 2, 2)
+
+
+@pytest.mark.parametrize("artifact, sha256, message", [
+    ("../../etc/passwd", None, "is not a file of the artifact store"),
+    (None, "f" * 64, "does not have the sha256 given"),
+])
+def test_a_retrained_entry_gets_the_checks_of_a_registration(db, store, manifest, artifact,
+                                                            sha256, message):
+    call_command("register_models", stdout=io.StringIO())
+    before = MLModel.objects.values_list("artifact_path", "artifact_sha256").first()
+    entry = retrain(store, manifest, artifact or manifest["models"][0]["artifact"])
+    if sha256:
+        changed = json.loads((store / "manifest.json").read_text())
+        changed["models"][0]["sha256"] = sha256
+        (store / "manifest.json").write_text(json.dumps(changed))
+    with pytest.raises(CommandError, match=message):
+        call_command("register_models", stdout=io.StringIO())
+    assert MLModel.objects.filter(name=entry["name"]).values_list(
+        "artifact_path", "artifact_sha256").first() == before
 
 
 def test_a_missing_manifest_says_to_train_first(db, tmp_path):

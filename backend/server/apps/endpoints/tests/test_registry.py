@@ -6,7 +6,7 @@ import pytest
 
 from apps.endpoints import artifacts
 from apps.endpoints.exceptions import Unavailable
-from apps.endpoints.registry import Registry
+from apps.endpoints.registry import RETRY_FAILED_SECONDS, Registry
 
 
 @pytest.fixture
@@ -66,3 +66,21 @@ def test_a_retrained_artifact_is_reloaded_when_its_checksum_changes(registered, 
     with pytest.raises(Unavailable):
         registry.get(rf)
 
+
+
+def test_a_failed_load_is_not_retried_on_every_request(registered, monkeypatch):
+    now = [0.0]
+    registry = Registry(clock=lambda: now[0])
+    rf = registered["random forest"]
+    rf.artifact_sha256 = "0" * 64  # the file does not match: every try reads and hashes it
+    reads = []
+    real_read = artifacts.read
+    monkeypatch.setattr(artifacts, "read", lambda path: reads.append(path) or real_read(path))
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            registry.get(rf)
+    assert len(reads) == 1
+    now[0] = RETRY_FAILED_SECONDS + 1
+    with pytest.raises(Unavailable):
+        registry.get(rf)
+    assert len(reads) == 2

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 
 from apps.endpoints import services
-from apps.endpoints.exceptions import Conflict
+from apps.endpoints.exceptions import Conflict, InvalidInput
 from apps.endpoints.models import Endpoint, MLModel, Status
 
 ENDPOINT = "classifier"
@@ -68,11 +68,12 @@ class Command(BaseCommand):
                 return
             self.stdout.write(self.style.SUCCESS(f"{label}: registered"))
         elif existing.artifact_sha256 != entry["sha256"]:
-            with transaction.atomic():
-                existing.artifact_sha256 = entry["sha256"]
-                existing.artifact_path = entry["artifact"]
-                existing.metrics = entry["metrics"]
-                existing.save(update_fields=["artifact_sha256", "artifact_path", "metrics"])
+            try:
+                services.mlmodel_artifact_update(
+                    mlmodel=existing, artifact_path=entry["artifact"],
+                    artifact_sha256=entry["sha256"], metrics=entry["metrics"])
+            except InvalidInput as exc:
+                raise CommandError(f"{label}: {exc.detail}") from None
             self.stdout.write(self.style.WARNING(f"{label}: artifact retrained, checksum updated"))
         else:
             self.stdout.write(f"{label}: already registered")
