@@ -180,7 +180,8 @@ def api_not_found(request, exception=None):
                          "code": "not_found"}, status=404)
 
 
-def _json(exc: APIException) -> JsonResponse:
+def json_error(exc: APIException) -> JsonResponse:
+    """A DRF error as a plain Django response, for answers given outside a DRF view."""
     return JsonResponse({"detail": str(exc.detail), "code": exc.default_code},
                         status=exc.status_code)
 
@@ -188,7 +189,7 @@ def _json(exc: APIException) -> JsonResponse:
 def handler400(request, exception):
     if is_api(request):
         converted = as_api_exception(exception)
-        return _json(converted if isinstance(converted, APIException)
+        return json_error(converted if isinstance(converted, APIException)
                      else BadRequest("bad request"))
     from django.views.defaults import bad_request
     return bad_request(request, exception)

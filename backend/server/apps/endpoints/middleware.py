@@ -6,9 +6,9 @@ only applies when a form is parsed; this refuses any body whose declared length 
 A WSGI request carries its length (gunicorn and nginx pass on no body without one).
 """
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 
-from apps.endpoints.exceptions import PayloadTooLarge, is_api
+from apps.endpoints.exceptions import PayloadTooLarge, is_api, json_error
 
 
 class BodyLimitMiddleware:
@@ -20,8 +20,7 @@ class BodyLimitMiddleware:
         if declared.isdigit() and int(declared) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             refused = PayloadTooLarge(int(declared))
             if is_api(request):
-                return JsonResponse({"detail": str(refused.detail), "code": refused.default_code},
-                                    status=refused.status_code)
+                return json_error(refused)
             return HttpResponse(str(refused.detail), status=refused.status_code,
                                 content_type="text/plain")
         return self.get_response(request)
