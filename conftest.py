@@ -45,6 +45,36 @@ def registered(db):
     return {m.name: m for m in MLModel.objects.all()}
 
 
+@pytest.fixture
+def loads(monkeypatch):
+    """Every model built from an artifact's bytes (ONNX or unpickled), as (format, size)."""
+    from apps.ml.income_classifier.classifier import IncomeClassifier
+
+    calls = []
+    real = IncomeClassifier.load.__func__
+
+    def counting(cls, data, artifact_format):
+        calls.append((artifact_format, len(data)))
+        return real(cls, data, artifact_format)
+
+    monkeypatch.setattr(IncomeClassifier, "load", classmethod(counting))
+    return calls
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Any unpickling fails the test: the ONNX serving path must not need it."""
+    import pickle
+
+    import joblib
+
+    def refused(*args, **kwargs):
+        raise AssertionError("something was unpickled")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (joblib, "load")):
+        monkeypatch.setattr(module, name, refused)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """Rate-limit counters live in the cache: each test starts with none."""

@@ -81,6 +81,11 @@ def test_training_writes_artifacts_and_a_manifest_that_matches_them(tmp_path):
     for entry in manifest["models"]:
         artifact = tmp_path / entry["artifact"]
         assert adult.sha256_of(artifact) == entry["sha256"]
+        assert (entry["format"], artifact.suffix) == ("onnx", ".onnx")  # what is served
+        assert set(entry["files"]) == {"onnx", "joblib"}
+        for file in entry["files"].values():
+            assert adult.sha256_of(tmp_path / file["file"]) == file["sha256"]
+        assert entry["metrics"]["onnx_max_probability_difference"] < 1e-5
         assert entry["metrics"]["train_rows"] == 2000
         assert 0.7 < entry["metrics"]["accuracy"] <= 1.0
     assert manifest["data_sha256"] == adult.SHA256

@@ -9,7 +9,9 @@
     SECURE_COOKIES   send session/CSRF cookies over HTTPS only; default on unless DEBUG
     SECURE_HSTS_SECONDS   HSTS max-age, when this app (not the TLS terminator) should set it
     MAX_BODY_BYTES   the largest request body read (default 1 MiB); larger is a 413
-    PREDICT_RATE     each client's predict budget, e.g. 50/second (the default), 600/minute, off
+    PREDICT_RATE     each client's predict budget in rows, e.g. 1000/second (the default),
+                     600/minute, off
+    PREDICT_BATCH_MAX  the most rows one predict request may hold (default 1000)
     NUM_PROXIES      proxies in front of the app that append to X-Forwarded-For (1 behind nginx;
                      default 0: the client is REMOTE_ADDR); rate limiting keys on that address
     REDIS_URL        e.g. redis://redis:6379/0: a cache shared by every worker and replica, so
@@ -173,7 +175,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1024 * 1024)
 
 # Predict is open and rate-limited per client (apps/endpoints/throttling.py); writes need a token
 # or a staff session (apps/endpoints/permissions.py).
-PREDICT_RATE = os.environ.get("PREDICT_RATE", "50/second")
+PREDICT_RATE = os.environ.get("PREDICT_RATE", "1000/second")  # rows, a batch counting each
+# The most rows one predict request may hold (a JSON array of rows); more is a 413.
+PREDICT_BATCH_MAX = env_int("PREDICT_BATCH_MAX", 1000)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -210,6 +214,7 @@ SPECTACULAR_SETTINGS = {
         "apps.endpoints.schema.canonical_paths",
         "apps.endpoints.schema.error_responses",
         "apps.endpoints.schema.open_reads",
+        "apps.endpoints.schema.batch_limits",
     ],
     # Served from this app's static files, not a CDN: the docs page works offline.
     "SWAGGER_UI_DIST": "SIDECAR",

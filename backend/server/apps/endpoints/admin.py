@@ -55,14 +55,14 @@ class MLModelStatusInline(admin.TabularInline):
 
 @admin.register(MLModel)
 class MLModelAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "version", "endpoint", "current_status", "accuracy", "owner",
-                    "created_at"]
-    list_filter = [StatusFilter, "endpoint", "name"]
+    list_display = ["id", "name", "version", "endpoint", "current_status", "accuracy",
+                    "artifact_format", "owner", "created_at"]
+    list_filter = [StatusFilter, "endpoint", "name", "artifact_format"]
     search_fields = ["name", "version", "description", "owner"]
     # What a version runs is fixed when it is registered (through the service, which confines
     # the artifact to the store and the code to the catalogue); a new artifact is a new version.
     readonly_fields = ["endpoint", "code", "version", "artifact_path", "artifact_sha256",
-                       "classes", "created_at"]
+                       "artifact_format", "classes", "created_at"]
     inlines = [MLModelStatusInline]
     actions = [_status_action(s) for s in Status.values if s != Status.AB_TESTING]
 

@@ -55,6 +55,11 @@ class Conflict(RegistryError):
     default_code = "conflict"
 
 
+class TooLarge(RegistryError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+
+
 class Unavailable(RegistryError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_code = "unavailable"

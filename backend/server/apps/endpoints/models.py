@@ -1,6 +1,7 @@
 """The registry's data: endpoints, model versions, their status history, requests and A/B tests.
 
-The database holds metadata and a reference to each artifact (path + sha256), never model objects.
+The database holds metadata and a reference to each artifact (path, sha256, format), never model
+objects.
 Invariants that concurrent writers could break are database constraints, not checks in Python:
 one active status per model, one active production model per endpoint, one running A/B test per
 endpoint, statuses from a known set.
@@ -9,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from apps.endpoints.exceptions import InvalidInput
+from apps.ml.base import FORMATS, JOBLIB
 
 
 class Status(models.TextChoices):
@@ -59,6 +61,10 @@ class MLModel(models.Model):
         max_length=500, help_text="Absolute, or relative to ML_ARTIFACTS_DIR."
     )
     artifact_sha256 = models.CharField(max_length=64)
+    artifact_format = models.CharField(
+        max_length=16, choices=[(f, f) for f in FORMATS], default=JOBLIB,
+        help_text="onnx (served by onnxruntime, nothing unpickled) or joblib (a pickle).",
+    )
     metrics = models.JSONField(default=dict, blank=True)
     classes = models.JSONField(default=list, help_text="The labels this model answers with.")
 

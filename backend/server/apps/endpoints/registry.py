@@ -11,7 +11,6 @@ writes to the database, and nothing runs at import time.
 """
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -33,7 +32,7 @@ def load_algorithm(mlmodel: MLModel) -> Algorithm:
     try:
         cls = algorithm_class(mlmodel.code)
         data = artifacts.read_verified(mlmodel.artifact_path, mlmodel.artifact_sha256)
-        return cls.load(io.BytesIO(data))
+        return cls.load(data, mlmodel.artifact_format)
     except artifacts.Missing as exc:
         why = (f"its artifact is missing ({exc}). Train it (python research/train.py) and "
                f"register it (manage.py register_models)")

@@ -81,3 +81,14 @@ def error_responses(result, generator, request, public):
                                             "content": {"application/json": {"schema": ref}}})
             responses.setdefault("414", URI_TOO_LONG)
     return result
+
+
+def batch_limits(result, generator, request, public):
+    """A predict batch holds 1 to PREDICT_BATCH_MAX rows (drf-spectacular cannot say it)."""
+    from django.conf import settings
+
+    body = result.get("components", {}).get("schemas", {}).get("PredictBody", {})
+    for shape in body.get("oneOf", []):
+        if shape.get("type") == "array":
+            shape.update(minItems=1, maxItems=settings.PREDICT_BATCH_MAX)
+    return result

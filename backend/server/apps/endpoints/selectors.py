@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 
-from apps.endpoints import ab_statistics, routing
+from apps.endpoints import ab_statistics
 from apps.endpoints.ab_statistics import ArmCounts
 from apps.endpoints.exceptions import InvalidInput, NotFound
 from apps.endpoints.models import (
@@ -91,11 +91,10 @@ def model_for_production(
     return mlmodel
 
 
-def ab_test_arm_for(
-    *, endpoint_name: str, key: str | None = None, version: str | None = None,
-    name: str | None = None,
-) -> ABTestArm:
-    """Route a request under ``ab_testing``: one query for the running test's arms, then the split."""
+def ab_test_arms(
+    *, endpoint_name: str, version: str | None = None, name: str | None = None
+) -> list[ABTestArm]:
+    """The arms of the endpoint's running A/B test, with their models, in one query."""
     arms = ABTestArm.objects.filter(
         ab_test__endpoint__name=endpoint_name, ab_test__ended_at__isnull=True
     ).select_related("mlmodel").order_by("id")
@@ -104,8 +103,7 @@ def ab_test_arm_for(
         endpoint_get(name=endpoint_name)
         narrowed = f" with {_describe(Status.AB_TESTING, version, name)}" if version or name else ""
         raise NotFound(f"no A/B test is running on endpoint {endpoint_name!r}{narrowed}")
-    return routing.choose_arm(arms, [arm.weight for arm in arms], test_id=arms[0].ab_test_id,
-                              key=key)
+    return arms
 
 
 def ab_test_list() -> QuerySet[ABTest]:

@@ -12,13 +12,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.endpoints import ab_statistics, artifacts, selectors
-from apps.endpoints.registry import registry
 from apps.endpoints.exceptions import Conflict, InvalidInput, NotFound
 from apps.endpoints.models import (
     ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
 )
 from apps.ml import catalog
-from apps.ml.base import InputError
+from apps.ml.base import FORMATS
 
 
 def endpoint_create(*, name: str, owner: str) -> Endpoint:
@@ -103,6 +102,16 @@ def _artifact_checked(artifact_path: str, artifact_sha256: str = "") -> tuple[st
     return artifacts.relative(path), actual
 
 
+def _artifact_format(artifact_path: str, given: str | None) -> str:
+    """The artifact's format: as given, else as its name's extension says."""
+    found = given or artifact_path.rpartition(".")[2]
+    if found not in FORMATS:
+        raise InvalidInput(f"artifact_format: give the artifact's format, one of "
+                           f"{', '.join(FORMATS)}" + ("" if given else
+                                                      " (its name does not end in one)"))
+    return found
+
+
 def mlmodel_create(
     *,
     endpoint: Endpoint,
@@ -112,6 +121,7 @@ def mlmodel_create(
     owner: str,
     artifact_path: str,
     artifact_sha256: str = "",
+    artifact_format: str | None = None,
     description: str = "",
     metrics: dict[str, Any] | None = None,
     classes: list[str] | None = None,
@@ -121,7 +131,8 @@ def mlmodel_create(
     """Register a model version with its first status.
 
     ``code`` must name a class of the algorithm catalogue, and ``artifact_path`` a file inside
-    the artifact store; without ``artifact_sha256`` the file's current checksum is recorded.
+    the artifact store; without ``artifact_sha256`` the file's current checksum is recorded, and
+    without ``artifact_format`` the file's extension says it (.onnx, .joblib).
     """
     try:
         algorithm_class = catalog.algorithm_class(code)
@@ -130,8 +141,8 @@ def mlmodel_create(
     stored_path, checksum = _artifact_checked(artifact_path, artifact_sha256)
     mlmodel = MLModel(
         endpoint=endpoint, name=name, version=version, code=code, owner=owner,
-        description=description, artifact_path=stored_path,
-        artifact_sha256=checksum, metrics=metrics or {},
+        description=description, artifact_path=stored_path, artifact_sha256=checksum,
+        artifact_format=_artifact_format(artifact_path, artifact_format), metrics=metrics or {},
         classes=classes or list(algorithm_class.classes),
     )
     try:
@@ -146,55 +157,20 @@ def mlmodel_create(
 
 
 def mlmodel_artifact_update(*, mlmodel: MLModel, artifact_path: str, artifact_sha256: str,
-                            metrics: dict[str, Any]) -> MLModel:
-    """Point a model version at its retrained artifact (register_models, after training again).
+                            metrics: dict[str, Any],
+                            artifact_format: str | None = None) -> MLModel:
+    """Point a model version at its retrained (or newly compiled) artifact: register_models,
+    after training again.
 
     The same checks as registration: a file of the store whose sha256 is the one given.
     """
     mlmodel.artifact_path, mlmodel.artifact_sha256 = _artifact_checked(artifact_path,
                                                                        artifact_sha256)
+    mlmodel.artifact_format = _artifact_format(artifact_path, artifact_format)
     mlmodel.metrics = metrics
-    mlmodel.save(update_fields=["artifact_path", "artifact_sha256", "metrics"])
+    mlmodel.save(update_fields=["artifact_path", "artifact_sha256", "artifact_format",
+                                "metrics"])
     return mlmodel
-
-
-def prediction_create(
-    *,
-    endpoint_name: str,
-    input_data: Any,
-    status: str | None = None,
-    version: str | None = None,
-    name: str | None = None,
-    user_key: str | None = None,
-) -> MLRequest:
-    """Answer one prediction and record it: one query to choose the model, one insert to store.
-
-    ``ab_testing`` routes by the endpoint's running A/B test (sticky per ``user_key``); no status
-    means production. Nothing is stored for a request that was not served.
-    """
-    status = Status.parse(status, serving=True)
-    ab_test_id = None
-    if status == Status.AB_TESTING:
-        arm = selectors.ab_test_arm_for(
-            endpoint_name=endpoint_name, key=user_key, version=version, name=name
-        )
-        mlmodel, ab_test_id = arm.mlmodel, arm.ab_test_id
-    else:
-        mlmodel = selectors.model_for_status(
-            endpoint_name=endpoint_name, status=status, version=version, name=name
-        )
-    algorithm = registry.get(mlmodel)
-    try:
-        prediction = algorithm.compute_prediction(input_data)
-    except InputError as exc:
-        raise InvalidInput(str(exc)) from None
-    return MLRequest.objects.create(
-        mlmodel=mlmodel,
-        ab_test_id=ab_test_id,
-        input_data=input_data,
-        full_response=prediction,
-        response=prediction["label"],
-    )
 
 
 def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:

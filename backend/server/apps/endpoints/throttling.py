@@ -1,7 +1,8 @@
 """Predict's per-client rate limit: a fixed-window request counter in Django's cache.
 
-``PREDICT_RATE`` (``50/second`` by default, ``off`` to disable) is the budget of each client: its
-token's user when it sends a token, else its IP address. Behind nginx that address is the one
+``PREDICT_RATE`` (``1000/second`` by default, ``off`` to disable) is the budget of each client in
+rows (a batch of 100 rows counts 100): its token's user when it sends a token, else its IP
+address. Behind nginx that address is the one
 nginx saw, read from X-Forwarded-For (``NUM_PROXIES``, DRF's rule; a client cannot spoof it
 because nginx appends the address it saw last).
 
@@ -58,7 +59,7 @@ breaker = CacheBreaker()
 
 @functools.lru_cache(maxsize=8)
 def parse_rate(text: str) -> tuple[int, int] | None:
-    """``"50/second"`` -> (50 requests, 1 second); ``"off"`` or empty -> None (no limit)."""
+    """``"50/second"`` -> (50 rows, 1 second); ``"off"`` or empty -> None (no limit)."""
     value = text.strip().lower()
     if value in {"", "off", "none"}:
         return None
@@ -68,6 +69,11 @@ def parse_rate(text: str) -> tuple[int, int] | None:
             f"PREDICT_RATE={text!r} is not a rate: write <requests>/<period>, the period one of "
             f"second, minute, hour or day (for example 50/second), or 'off' for no limit")
     return int(match[1]), PERIODS[match[2]]
+
+
+def rows(request) -> int:
+    """The rows a predict request asks for: a batch's length, else one."""
+    return len(request.data) if isinstance(request.data, list) else 1
 
 
 class PredictRateThrottle(BaseThrottle):
@@ -81,16 +87,20 @@ class PredictRateThrottle(BaseThrottle):
         self.retry_after = (window + 1) * period - now
         if not breaker.allows():
             return True
+        asked = rows(request)  # parses the body: a bad one is its 400, not a cache failure
         key = f"throttle:predict:{period}:{window}:{self.client(request)}"
         try:
             cache.add(key, 0, timeout=period + 1)
-            count = cache.incr(key)
+            count = cache.incr(key, asked)
+            if count > limit:
+                cache.decr(key, asked)  # refused rows do not spend the budget
+                return False
         except ValueError:  # the key expired between add and incr: its window has just ended
             return True
         except Exception as exc:  # the cache backend's own errors (redis, socket, timeout)
             breaker.trip(exc)
             return True
-        return count <= limit
+        return True
 
     def client(self, request) -> str:
         if request.user.is_authenticated:

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
-from apps.endpoints import filters, selectors, serializers, services
+from apps.endpoints import filters, predictions, selectors, serializers, services
 from apps.endpoints.models import Endpoint, MLModelStatus
 from apps.endpoints.parsers import SafeJSONParser
 from apps.endpoints.routing import USER_KEY_HEADER
@@ -86,9 +86,11 @@ class MLRequestViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
 
 
 class PredictView(APIView):
-    """Predict with one model of an endpoint: POST the 14 raw Adult features as one JSON object.
+    """Predict with one model of an endpoint: POST the 14 raw Adult features as one JSON object,
+    or an array of such rows (1 to PREDICT_BATCH_MAX) for an array of answers in their order.
 
-    Open to anonymous clients; each client (token user or IP address) is held to PREDICT_RATE.
+    Open to anonymous clients; each client (token user or IP address) is held to PREDICT_RATE,
+    counted in rows.
     """
 
     parser_classes = [SafeJSONParser]
@@ -96,23 +98,26 @@ class PredictView(APIView):
     throttle_classes = [PredictRateThrottle]
 
     @extend_schema(
-        request=serializers.IncomeFeaturesSerializer,
-        responses={200: serializers.PredictionSerializer},
+        request=serializers.PredictBodySerializer,
+        responses={200: serializers.PredictAnswerSerializer},
         parameters=[serializers.PredictQuerySerializer],
     )
     def post(self, request, endpoint_name):
         query = serializers.PredictQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         choice = query.validated_data
-        mlrequest = services.prediction_create(
+        many = isinstance(request.data, list)
+        mlrequests = predictions.predictions_create(
             endpoint_name=endpoint_name,
-            input_data=request.data,
+            rows=request.data if many else [request.data],
+            batch=many,
             status=choice["status"],
             version=choice.get("version"),
             name=choice.get("name"),
             user_key=choice.get("user_id") or request.headers.get(USER_KEY_HEADER),
         )
-        return Response(serializers.PredictionSerializer(mlrequest).data)
+        answers = [serializers.prediction_answer(mlrequest) for mlrequest in mlrequests]
+        return Response(answers if many else answers[0])
 
 
 @create_schema(serializers.ABTestCreateSerializer, serializers.ABTestSerializer)

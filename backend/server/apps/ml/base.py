@@ -1,12 +1,18 @@
 """The algorithm contract the registry serves: preprocess -> predict -> postprocess.
 
-An algorithm is loaded from one artifact file (``load``) and then answers ``compute_prediction``
-for one JSON object at a time. Loading is kept apart from the registry's metadata, as MLflow keeps
-``load_context`` apart from the model version it belongs to.
+An algorithm is built from the bytes of one artifact and its format (``load``), then answers
+``compute_predictions`` for a list of JSON objects with one inference call for the whole list;
+``compute_prediction`` is the list of one. Loading is kept apart from the registry's metadata,
+as MLflow keeps ``load_context`` apart from the model version it belongs to.
 """
 from __future__ import annotations
 
-from typing import Any, BinaryIO
+from typing import Any
+
+# The artifact formats a model version may have: ONNX, served by onnxruntime and never
+# unpickled; joblib (a pickle), the research artifact, still served for versions that have it.
+ONNX, JOBLIB = "onnx", "joblib"
+FORMATS = (ONNX, JOBLIB)
 
 
 class InputError(ValueError):
@@ -17,8 +23,17 @@ class InputError(ValueError):
         super().__init__("; ".join(problems))
 
 
+class RowsError(InputError):
+    """Several rows cannot be served: ``by_row`` maps each bad row's index to its problems."""
+
+    def __init__(self, by_row: dict[int, list[str]]):
+        self.by_row = by_row
+        super().__init__([f"[{index}] {problem}" for index, problems in by_row.items()
+                          for problem in problems])
+
+
 class Algorithm:
-    """Base class: subclasses implement the three steps and ``load``."""
+    """Base class: subclasses implement ``load`` and the three steps, each over a list of rows."""
 
     classes: list[str] = []
 
@@ -28,18 +43,22 @@ class Algorithm:
         return f"{cls.__module__}.{cls.__qualname__}"
 
     @classmethod
-    def load(cls, source: str | BinaryIO) -> "Algorithm":
-        """Build the algorithm from its artifact: a file path, or the artifact's bytes as a file."""
+    def load(cls, data: bytes, artifact_format: str) -> "Algorithm":
+        """Build the algorithm from its artifact's bytes, in one of ``FORMATS``."""
         raise NotImplementedError
 
-    def preprocess(self, input_data: Any) -> Any:
+    def preprocess(self, rows: list[Any]) -> Any:
+        """The model's input for ``rows``; RowsError naming every bad row and field."""
         raise NotImplementedError
 
     def predict(self, features: Any) -> Any:
         raise NotImplementedError
 
-    def postprocess(self, prediction: Any) -> dict[str, Any]:
+    def postprocess(self, prediction: Any) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def compute_prediction(self, input_data: Any) -> dict[str, Any]:
-        return self.postprocess(self.predict(self.preprocess(input_data)))
+    def compute_predictions(self, rows: list[Any]) -> list[dict[str, Any]]:
+        return self.postprocess(self.predict(self.preprocess(rows)))
+
+    def compute_prediction(self, row: Any) -> dict[str, Any]:
+        return self.compute_predictions([row])[0]

@@ -4,7 +4,7 @@ import threading
 import pytest
 from django.db import connection
 
-from apps.endpoints import selectors, services
+from apps.endpoints import predictions, selectors, services
 from apps.endpoints.exceptions import Conflict, InvalidInput, NotFound
 from apps.endpoints.models import ABTest, Endpoint, MLModel, MLModelStatus, MLRequest
 
@@ -92,16 +92,16 @@ def test_a_model_under_test_cannot_change_status_by_hand(ab_test, models):
 
 
 def test_ab_testing_requests_are_routed_and_recorded_with_their_test(ab_test, sample_row):
-    served = [services.prediction_create(endpoint_name="classifier", input_data=sample_row,
-                                         status="ab_testing", user_key=f"u{i}")
+    served = [predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
+                                            status="ab_testing", user_key=f"u{i}")
               for i in range(20)]
     assert {r.ab_test_id for r in served} == {ab_test.pk}
     assert len({r.mlmodel_id for r in served}) == 2
 
 
 def test_a_user_key_sticks_to_one_model(ab_test, sample_row):
-    served = {services.prediction_create(endpoint_name="classifier", input_data=sample_row,
-                                         status="ab_testing", user_key="alice").mlmodel_id
+    served = {predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
+                                            status="ab_testing", user_key="alice").mlmodel_id
               for _ in range(10)}
     assert len(served) == 1
 
@@ -109,29 +109,29 @@ def test_a_user_key_sticks_to_one_model(ab_test, sample_row):
 def test_routing_under_ab_testing_costs_one_query_and_one_insert(ab_test, sample_row,
                                                                  django_assert_num_queries):
     for _ in range(4):  # load both models first
-        services.prediction_create(endpoint_name="classifier", input_data=sample_row,
-                                   status="ab_testing")
+        predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
+                                      status="ab_testing")
     with django_assert_num_queries(2):
-        services.prediction_create(endpoint_name="classifier", input_data=sample_row,
-                                   status="ab_testing")
+        predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
+                                      status="ab_testing")
 
 
 def test_the_default_url_keeps_the_incumbent_while_it_is_under_test(ab_test, models,
                                                                     sample_row,
                                                                     django_assert_num_queries):
-    services.prediction_create(endpoint_name="classifier", input_data=sample_row)
+    predictions.prediction_create(endpoint_name="classifier", input_data=sample_row)
     with django_assert_num_queries(2):
-        mlrequest = services.prediction_create(endpoint_name="classifier", input_data=sample_row)
+        mlrequest = predictions.prediction_create(endpoint_name="classifier", input_data=sample_row)
     assert mlrequest.mlmodel == models[0] and mlrequest.ab_test_id is None
-    explicit = services.prediction_create(endpoint_name="classifier", input_data=sample_row,
-                                          status="production")
+    explicit = predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
+                                             status="production")
     assert explicit.mlmodel == models[0]
 
 
 def test_ab_testing_without_a_running_test_is_a_404(registered, sample_row):
     with pytest.raises(NotFound, match="no A/B test is running on endpoint 'classifier'"):
-        services.prediction_create(endpoint_name="classifier", input_data=sample_row,
-                                   status="ab_testing")
+        predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
+                                      status="ab_testing")
 
 
 def test_live_counts_come_from_one_aggregate_query(ab_test, models, django_assert_num_queries):

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from apps.endpoints import services, throttling
+from apps.endpoints import predictions, services, throttling
 from apps.endpoints.models import ABTest, Endpoint, MLModel, MLModelStatus, MLRequest
 from apps.endpoints.throttling import check_predict_rate, parse_rate
 
@@ -32,10 +32,10 @@ def world(registered, sample_row):
             for name in ("a", "b")]
     ab_test = services.ab_test_create(title="a vs b", created_by="ann", mlmodels=arms)
     for arm in arms:
-        answered = services.prediction_create(endpoint_name="churn", input_data=sample_row,
-                                              status="ab_testing", name=arm.name)
+        answered = predictions.prediction_create(endpoint_name="churn", input_data=sample_row,
+                                                 status="ab_testing", name=arm.name)
         services.feedback_set(mlrequest=answered, feedback="<=50K")
-    served = services.prediction_create(endpoint_name="classifier", input_data=sample_row)
+    served = predictions.prediction_create(endpoint_name="classifier", input_data=sample_row)
     return {"request": served.pk, "test": ab_test.pk, "rf": rf.pk,
             "et": registered["extra trees"].pk,
             "new_model": {"endpoint": rf.endpoint_id, "name": rf.name, "version": "9.9.9",

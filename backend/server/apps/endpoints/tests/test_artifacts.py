@@ -64,10 +64,8 @@ def test_an_absolute_path_inside_the_store_is_recorded_relative_to_it(registered
     assert created.artifact_path == rf.artifact_path
 
 
-def test_a_model_pointing_outside_the_store_is_never_loaded(registered, outside, monkeypatch):
+def test_a_model_pointing_outside_the_store_is_never_loaded(registered, outside, loads):
     """A row written before the check existed (or by hand) is refused at load time too."""
-    loads = []
-    monkeypatch.setattr(joblib, "load", lambda *a, **k: loads.append(a))
     rf = registered["random forest"]
     rf.artifact_path = str(outside)
     rf.artifact_sha256 = artifacts.sha256(outside.read_bytes())  # the file's own checksum
@@ -78,9 +76,7 @@ def test_a_model_pointing_outside_the_store_is_never_loaded(registered, outside,
 
 
 def test_a_symlink_swapped_in_after_registration_is_refused(registered, link_out, outside,
-                                                            monkeypatch):
-    loads = []
-    monkeypatch.setattr(joblib, "load", lambda *a, **k: loads.append(a))
+                                                            loads):
     rf = registered["random forest"]
     rf.artifact_path = link_out.name
     rf.artifact_sha256 = artifacts.sha256(outside.read_bytes())  # the checksum would pass

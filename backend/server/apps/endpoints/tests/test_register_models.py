@@ -27,6 +27,7 @@ def test_registration_creates_the_endpoint_and_both_models_with_their_statuses(d
     assert rf.artifact_sha256 == entry["sha256"]
     assert rf.metrics["accuracy"] == entry["metrics"]["accuracy"]
     assert rf.statuses.get(active=True).status == "production"
+    assert (rf.artifact_format, rf.artifact_path) == ("onnx", entry["files"]["onnx"]["file"])
     assert MLModel.objects.get(name="extra trees").statuses.get(active=True).status == "testing"
 
 
@@ -111,3 +112,16 @@ def test_importing_wsgi_writes_nothing_to_the_database(transactional_db):
     result = run_script([sys.executable, "-c", code], cwd=SERVER_DIR, env=server_env())
     assert result.stdout.strip() == "imported", result.stderr
     assert counts() == (0, 0, 0)
+
+
+def test_a_version_registered_with_its_joblib_file_moves_to_onnx(db, manifest):
+    """A database from before ONNX serving: register_models points the version at the ONNX
+    file, as it would after a retraining."""
+    call_command("register_models", stdout=io.StringIO())
+    entry = manifest["models"][0]
+    MLModel.objects.filter(name=entry["name"]).update(
+        artifact_path=entry["files"]["joblib"]["file"], artifact_format="joblib",
+        artifact_sha256=entry["files"]["joblib"]["sha256"])
+    call_command("register_models", stdout=io.StringIO())
+    rf = MLModel.objects.get(name=entry["name"])
+    assert (rf.artifact_format, rf.artifact_sha256) == ("onnx", entry["files"]["onnx"]["sha256"])

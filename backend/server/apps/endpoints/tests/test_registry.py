@@ -1,26 +1,11 @@
-"""The in-process registry: lazy, once per process, checksum before unpickling, 503 otherwise."""
+"""The in-process registry: lazy, once per process, checksum before loading, 503 otherwise."""
 import shutil
 
-import joblib
 import pytest
 
 from apps.endpoints import artifacts
 from apps.endpoints.exceptions import Unavailable
 from apps.endpoints.registry import RETRY_FAILED_SECONDS, Registry
-
-
-@pytest.fixture
-def loads(monkeypatch):
-    """Counts calls to joblib.load: every unpickling of an artifact."""
-    calls = []
-    real = joblib.load
-
-    def counting(path, *args, **kwargs):
-        calls.append(path)
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(joblib, "load", counting)
-    return calls
 
 
 def test_a_model_is_loaded_lazily_and_once(registered, loads, sample_row):
@@ -29,12 +14,12 @@ def test_a_model_is_loaded_lazily_and_once(registered, loads, sample_row):
     rf = registered["random forest"]
     first = registry.get(rf)
     assert registry.get(rf) is first
-    assert len(loads) == 1
+    assert loads == [("onnx", len(artifacts.read(rf.artifact_path)[1]))]
     assert registry.loaded_ids() == [rf.pk]
     assert first.compute_prediction(sample_row)["label"] == "<=50K"
 
 
-def test_an_altered_artifact_is_refused_before_unpickling(registered, loads, tmp_path, settings,
+def test_an_altered_artifact_is_refused_before_loading(registered, loads, tmp_path, settings,
                                                          caplog):
     rf = registered["random forest"]
     original = artifacts.resolve(rf.artifact_path)
@@ -84,3 +69,15 @@ def test_a_failed_load_is_not_retried_on_every_request(registered, monkeypatch):
     with pytest.raises(Unavailable):
         registry.get(rf)
     assert len(reads) == 2
+
+
+def test_the_onnx_serving_path_unpickles_nothing(anon, registered, sample_row, no_unpickling):
+    from apps.endpoints.registry import registry
+
+    registry.clear()
+    rows = [sample_row, dict(sample_row, age=60)]
+    for status in ("production", "testing"):
+        response = anon.post(f"/api/v1/classifier/predict?status={status}", rows, format="json")
+        assert response.status_code == 200, response.json()
+    assert {m.artifact_format for m in registered.values()} == {"onnx"}
+    registry.clear()

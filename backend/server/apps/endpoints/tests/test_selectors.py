@@ -1,6 +1,6 @@
 import pytest
 
-from apps.endpoints import selectors, services
+from apps.endpoints import predictions, selectors, services
 from apps.endpoints.exceptions import InvalidInput, NotFound
 from apps.endpoints.models import Status
 
@@ -51,5 +51,5 @@ def test_an_archived_model_is_not_served_even_by_name(registered, sample_row):
     services.mlmodel_status_set(mlmodel=registered["extra trees"], status="archived",
                                 created_by="ann")
     with pytest.raises(InvalidInput, match="not a status that serves predictions"):
-        services.prediction_create(endpoint_name="classifier", input_data=sample_row,
-                                   status="archived", name="extra trees")
+        predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
+                                      status="archived", name="extra trees")

@@ -2,7 +2,7 @@
 import pytest
 from django.db import IntegrityError, transaction
 
-from apps.endpoints import services
+from apps.endpoints import predictions, services
 from apps.endpoints.exceptions import Conflict, InvalidInput
 from apps.endpoints.models import MLModel, MLModelStatus, MLRequest, Status
 
@@ -100,7 +100,7 @@ def test_creating_a_duplicate_version_is_a_conflict_and_stores_nothing(registere
 
 
 def test_prediction_is_served_by_production_and_stored(registered, sample_row):
-    mlrequest = services.prediction_create(endpoint_name="classifier", input_data=sample_row)
+    mlrequest = predictions.prediction_create(endpoint_name="classifier", input_data=sample_row)
     assert mlrequest.mlmodel == registered["random forest"]
     assert mlrequest.response == "<=50K"
     assert mlrequest.full_response["label"] == "<=50K"
@@ -109,27 +109,27 @@ def test_prediction_is_served_by_production_and_stored(registered, sample_row):
 
 def test_prediction_path_costs_one_query_and_one_insert(registered, sample_row,
                                                         django_assert_num_queries):
-    services.prediction_create(endpoint_name="classifier", input_data=sample_row)  # warm
+    predictions.prediction_create(endpoint_name="classifier", input_data=sample_row)  # warm
     with django_assert_num_queries(2):
-        services.prediction_create(endpoint_name="classifier", input_data=sample_row)
+        predictions.prediction_create(endpoint_name="classifier", input_data=sample_row)
 
 
 def test_an_invalid_input_stores_nothing(registered, sample_row):
     del sample_row["age"]
     with pytest.raises(InvalidInput, match="missing feature"):
-        services.prediction_create(endpoint_name="classifier", input_data=sample_row)
+        predictions.prediction_create(endpoint_name="classifier", input_data=sample_row)
     assert MLRequest.objects.count() == 0
 
 
 def test_feedback_is_recorded_with_its_time(registered, sample_row):
-    mlrequest = services.prediction_create(endpoint_name="classifier", input_data=sample_row)
+    mlrequest = predictions.prediction_create(endpoint_name="classifier", input_data=sample_row)
     services.feedback_set(mlrequest=mlrequest, feedback=">50K")
     mlrequest.refresh_from_db()
     assert mlrequest.feedback == ">50K" and mlrequest.feedback_at is not None
 
 
 def test_feedback_outside_the_model_s_classes_is_refused(registered, sample_row):
-    mlrequest = services.prediction_create(endpoint_name="classifier", input_data=sample_row)
+    mlrequest = predictions.prediction_create(endpoint_name="classifier", input_data=sample_row)
     with pytest.raises(InvalidInput, match="expected one of: '<=50K', '>50K'"):
         services.feedback_set(mlrequest=mlrequest, feedback=">50K.")
     mlrequest.refresh_from_db()

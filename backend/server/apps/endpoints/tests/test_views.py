@@ -52,8 +52,9 @@ def test_predict_names_the_bad_feature_and_stores_nothing(api, registered, sampl
 
 
 @pytest.mark.parametrize("body, content_type, status, fragment", [
-    ("[1, 2, 3]", "application/json", 400, "must be a JSON object"),
-    ('"text"', "application/json", 400, "must be a JSON object"),
+    ("[1, 2, 3]", "application/json", 400, "[0] a row must be a JSON object"),
+    ('"text"', "application/json", 400, "a row must be a JSON object of the 14 Adult features, "
+                                         "got str"),
     ('{"age": 37,', "application/json", 400, "JSON parse error"),
     ("age=37", "application/x-www-form-urlencoded", 415, "Unsupported media type"),
 ])
@@ -169,6 +170,36 @@ def test_mlmodels_create_registers_a_version(api, registered):
     assert response.status_code == 201, response.json()
     assert response.json()["status"] == "staging"
     assert response.json()["artifact_sha256"] == rf.artifact_sha256
+
+
+def test_a_version_registered_with_a_joblib_artifact_still_serves(api, registered, manifest,
+                                                                   sample_row):
+    rf = registered["random forest"]
+    joblib_file = next(m for m in manifest["models"] if m["name"] == rf.name)["files"]["joblib"]
+    created = api.post("/api/v1/mlmodels", format="json", data={
+        "endpoint": rf.endpoint_id, "name": rf.name, "version": "0.0.1-joblib", "code": rf.code,
+        "owner": "ann", "artifact_path": joblib_file["file"], "status": "staging"}).json()
+    assert (created["artifact_format"], created["artifact_sha256"]) == ("joblib",
+                                                                        joblib_file["sha256"])
+    by_joblib = predict(api, sample_row, "?status=staging").json()
+    by_onnx = predict(api, sample_row).json()
+    assert by_joblib["model"]["version"] == "0.0.1-joblib"
+    assert by_joblib["label"] == by_onnx["label"]
+    assert abs(by_joblib["probability"] - by_onnx["probability"]) < 1e-5
+
+
+@pytest.mark.parametrize("path, given, fragment", [
+    ("random_forest-0.0.1.onnx", "pickle", 'artifact_format: "pickle" is not a valid choice'),
+    ("manifest.json", None, "artifact_format: give the artifact's format, one of onnx, joblib"),
+])
+def test_the_artifact_format_is_known(api, registered, path, given, fragment):
+    rf = registered["random forest"]
+    body = {"endpoint": rf.endpoint_id, "name": "m", "version": "1", "code": rf.code,
+            "owner": "ann", "artifact_path": path}
+    if given:
+        body["artifact_format"] = given
+    response = api.post("/api/v1/mlmodels", body, format="json")
+    assert response.status_code == 400 and fragment in response.json()["detail"]
 
 
 def test_mlmodels_create_names_a_missing_field(api, registered):

@@ -87,10 +87,8 @@ def _number(name: str, value: Any, problems: list[str]) -> float:
 def validate(input_data: Any) -> None:
     """Raise InputError naming every missing, unknown or mistyped feature of one input object."""
     if not isinstance(input_data, Mapping):
-        raise InputError(
-            [f"the body must be a JSON object of the {len(FEATURES)} Adult features, "
-             f"got {type(input_data).__name__}"]
-        )
+        raise InputError([f"a row must be a JSON object of the {len(FEATURES)} Adult features, "
+                          f"got {type(input_data).__name__}"])
     problems: list[str] = []
     missing = [name for name in FEATURES if name not in input_data]
     if missing:
@@ -131,5 +129,5 @@ def encode_row(row: Mapping[str, Any], params: Mapping[str, Any]) -> list[float]
 
 
 def transform(rows: Iterable[Mapping[str, Any]], params: Mapping[str, Any]) -> np.ndarray:
-    """Many rows at once (training and evaluation); rows must already be valid."""
-    return np.array([encode_row(row, params) for row in rows], dtype=np.float64)
+    """Valid rows as the model's float32 matrix (what the trees compare, in every artifact)."""
+    return np.array([encode_row(row, params) for row in rows], dtype=np.float32)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from django.conf import settings
 
-from apps.ml.base import InputError
+from apps.ml.base import InputError, RowsError
 from apps.ml.income_classifier import CLASSIFIERS, RandomForestIncomeClassifier
 from apps.ml.income_classifier import preprocessing
 from apps.ml.income_classifier.preprocessing import FEATURES, UNKNOWN_CODE
@@ -92,7 +92,8 @@ def test_validate_accepts_missing_categoricals(sample_row):
 @pytest.fixture(scope="module")
 def random_forest(manifest):
     entry = next(m for m in manifest["models"] if m["name"] == "random forest")
-    return RandomForestIncomeClassifier.load(str(Path(settings.ML_ARTIFACTS_DIR) / entry["artifact"]))
+    artifact = Path(settings.ML_ARTIFACTS_DIR) / entry["artifact"]
+    return RandomForestIncomeClassifier.load(artifact.read_bytes(), entry["format"])
 
 
 def test_trained_random_forest_answers_the_tutorial_sample_with_low_income(random_forest,
@@ -125,3 +126,52 @@ def test_manifest_records_each_classifier_with_checksum_and_accuracy(manifest):
         # The Adult benchmark: tree ensembles land well above the 76% majority baseline.
         assert 0.80 < entry["metrics"]["accuracy"] < 0.95
     assert manifest["libraries"]["scikit-learn"]
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    from research import adult
+
+    return adult.load("adult.test")
+
+
+@pytest.mark.parametrize("classifier", CLASSIFIERS, ids=lambda c: c.name)
+def test_the_onnx_model_agrees_with_its_scikit_learn_model_on_every_held_out_row(
+        classifier, manifest, held_out):
+    """Same label on all 16,281 rows of adult.test, probabilities within 1e-5."""
+    entry = next(m for m in manifest["models"] if m["name"] == classifier.name)
+    store = Path(settings.ML_ARTIFACTS_DIR)
+    compiled, original = (
+        classifier.load((store / entry["files"][fmt]["file"]).read_bytes(), fmt)
+        for fmt in ("onnx", "joblib"))
+    rows = [{k: v for k, v in row.items() if k != preprocessing.TARGET} for row in held_out]
+    by_onnx, by_sklearn = compiled.compute_predictions(rows), original.compute_predictions(rows)
+    assert len(by_onnx) == len(rows) == 16281
+    assert [a["label"] for a in by_onnx] == [a["label"] for a in by_sklearn]
+    difference = max(abs(a["probability"] - b["probability"]) for a, b in zip(by_onnx, by_sklearn))
+    assert difference < 1e-5
+
+
+@pytest.mark.parametrize("change", [
+    {"native-country": "Atlantis", "workclass": None, "occupation": "?"},  # unseen, missing
+    {"capital-gain": 3.0e38, "age": -1e30},  # extreme, yet within float32
+    {"education": "", "relationship": "?"},
+])
+def test_both_artifacts_treat_unusual_rows_alike(manifest, sample_row, change):
+    entry = next(m for m in manifest["models"] if m["name"] == "random forest")
+    store = Path(settings.ML_ARTIFACTS_DIR)
+    row = dict(sample_row, **change)
+    answers = [RandomForestIncomeClassifier.load((store / entry["files"][fmt]["file"])
+                                                 .read_bytes(), fmt).compute_prediction(row)
+               for fmt in ("onnx", "joblib")]
+    assert answers[0]["label"] == answers[1]["label"]
+    assert abs(answers[0]["probability"] - answers[1]["probability"]) < 1e-5
+
+
+def test_a_batch_names_every_bad_row(random_forest, sample_row):
+    rows = [sample_row, dict(sample_row, age="x"), 5, dict(sample_row)]
+    with pytest.raises(RowsError) as err:
+        random_forest.compute_predictions(rows)
+    assert err.value.by_row == {1: ["'age' must be a number, got str 'x'"],
+                                2: ["a row must be a JSON object of the 14 Adult features, "
+                                    "got int"]}

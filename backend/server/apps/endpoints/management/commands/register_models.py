@@ -3,7 +3,7 @@
 Reads research/artifacts/manifest.json (written by research/train.py), creates the endpoint and
 one MLModel per entry with its artifact path, sha256 and offline metrics, and gives each new model
 its first status. Running it again creates nothing twice; an entry whose artifact was retrained
-gets its checksum and metrics updated. It is the only way models enter the registry at start-up:
+gets its checksum and metrics updated, as does one whose artifact is now the compiled ONNX file. It is the only way models enter the registry at start-up:
 importing wsgi.py writes nothing.
 """
 import json
@@ -59,6 +59,7 @@ class Command(BaseCommand):
                     endpoint=endpoint, name=entry["name"], version=entry["version"],
                     code=entry["code"], owner=OWNER, description=entry.get("description", ""),
                     artifact_path=entry["artifact"], artifact_sha256=entry["sha256"],
+                    artifact_format=entry.get("format"),
                     metrics=entry["metrics"], classes=entry["classes"],
                     status=INITIAL_STATUS.get(entry["name"], Status.TESTING),
                     created_by="register_models",
@@ -71,7 +72,8 @@ class Command(BaseCommand):
             try:
                 services.mlmodel_artifact_update(
                     mlmodel=existing, artifact_path=entry["artifact"],
-                    artifact_sha256=entry["sha256"], metrics=entry["metrics"])
+                    artifact_sha256=entry["sha256"], artifact_format=entry.get("format"),
+                    metrics=entry["metrics"])
             except InvalidInput as exc:
                 raise CommandError(f"{label}: {exc.detail}") from None
             self.stdout.write(self.style.WARNING(f"{label}: artifact retrained, checksum updated"))

@@ -1,0 +1,107 @@
+"""Batch predictions: an array of rows in, an array of answers out, one INSERT, all or nothing."""
+import json
+
+import pytest
+
+from apps.endpoints import predictions, services
+from apps.endpoints.models import MLRequest
+from apps.endpoints.serializers import PredictionSerializer
+
+PREDICT = "/api/v1/classifier/predict"
+
+
+def post(client, body, query=""):
+    return client.post(PREDICT + query, data=json.dumps(body), content_type="application/json")
+
+
+@pytest.fixture
+def rows(sample_row):
+    """Five rows, the third a high earner."""
+    rich = dict(sample_row, education="Doctorate", **{"education-num": 16, "capital-gain": 99999,
+                                                      "occupation": "Prof-specialty", "age": 50})
+    return [dict(sample_row, age=20 + i) for i in range(2)] + [rich] + \
+        [dict(sample_row, age=40 + i) for i in range(2)]
+
+
+def test_a_batch_is_answered_in_order_and_each_row_is_stored(anon, registered, rows):
+    response = post(anon, rows)
+    assert response.status_code == 200
+    answers = response.json()
+    assert [a["label"] for a in answers] == ["<=50K", "<=50K", ">50K", "<=50K", "<=50K"]
+    stored = {r.pk: r for r in MLRequest.objects.all()}
+    assert len(stored) == 5
+    for row, answer in zip(rows, answers):
+        assert stored[answer["request_id"]].input_data == row
+        assert stored[answer["request_id"]].full_response["probability"] == answer["probability"]
+    single = post(anon, rows[2]).json()
+    assert single["probability"] == answers[2]["probability"]  # the same as one row alone
+
+
+def test_each_answer_has_the_documented_fields(anon, registered, rows):
+    documented = set(PredictionSerializer().fields)
+    assert all(set(answer) == documented for answer in post(anon, rows).json())
+    assert set(post(anon, rows[0]).json()) == documented
+
+
+def test_a_batch_costs_one_query_and_one_insert(registered, rows, django_assert_num_queries):
+    predictions.predictions_create(endpoint_name="classifier", rows=rows)  # loads the model
+    with django_assert_num_queries(2):
+        predictions.predictions_create(endpoint_name="classifier", rows=rows * 20)
+
+
+def test_a_bad_row_names_each_bad_row_and_field_and_nothing_is_stored(anon, registered, rows):
+    rows[1]["age"] = "old"
+    del rows[3]["sex"]
+    rows[4] = "not a row"
+    response = post(anon, rows)
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "[1] 'age' must be a number, got str 'old'; [3] missing feature(s): sex; "
+        "[4] a row must be a JSON object of the 14 Adult features, got str")
+    assert MLRequest.objects.count() == 0
+
+
+def test_an_empty_batch_is_a_400(anon, registered):
+    response = post(anon, [])
+    assert response.status_code == 400 and "an empty array" in response.json()["detail"]
+
+
+def test_a_batch_over_the_limit_is_a_413_naming_it(anon, registered, rows, settings):
+    settings.PREDICT_BATCH_MAX = 4
+    response = post(anon, rows)
+    assert response.status_code == 413 and response.json()["code"] == "too_large"
+    assert response.json()["detail"] == ("a batch holds at most 4 rows (PREDICT_BATCH_MAX); "
+                                         "this one has 5")
+    assert MLRequest.objects.count() == 0
+
+
+@pytest.fixture
+def ab_test(registered):
+    return services.ab_test_create(title="t", created_by="ann", mlmodels=list(registered.values()))
+
+
+def test_under_ab_testing_a_key_keeps_every_row_on_one_model(anon, ab_test, rows):
+    for key in ("alice", "bob", "carol", "dave"):
+        answers = post(anon, rows, f"?status=ab_testing&user_id={key}").json()
+        assert len({a["model"]["id"] for a in answers}) == 1
+        assert {a["ab_test"] for a in answers} == {ab_test.pk}
+        single = post(anon, rows[0], f"?status=ab_testing&user_id={key}").json()
+        assert single["model"] == answers[0]["model"]  # the same model as a single request
+
+
+def test_under_ab_testing_without_a_key_rows_are_spread_and_counted(anon, ab_test, rows):
+    answers = post(anon, rows * 40, "?status=ab_testing").json()
+    served = [a["model"]["id"] for a in answers]
+    assert len(set(served)) == 2
+    assert 60 < served.count(served[0]) < 140  # 200 rows, equal weights
+    counts = {c.mlmodel: c.requests for c in services.selectors.ab_test_counts(ab_test)}
+    assert counts == {m: served.count(m) for m in set(served)}
+
+
+def test_the_rate_limit_counts_rows(anon, registered, rows, settings):
+    settings.PREDICT_RATE = "7/day"
+    assert post(anon, rows).status_code == 200  # 5 rows
+    assert post(anon, rows[:3]).status_code == 429  # 8 > 7: refused, and not counted
+    assert post(anon, rows[:2]).status_code == 200  # 7
+    assert post(anon, rows[:1]).status_code == 429
+    assert MLRequest.objects.count() == 7
