@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_DIR = ROOT / "backend" / "server"
 GUNICORN_CONF = ROOT / "docker" / "backend" / "gunicorn.conf.py"
+NGINX_TEMPLATE = ROOT / "docker" / "nginx" / "default.conf.template"
 LIVE_DEADLINE = float(os.environ.get("LIVE_DEADLINE", "180"))
 
 _started: list[subprocess.Popen] = []
@@ -153,3 +155,39 @@ def start_gunicorn(port: int, env: dict, *, host: str = "127.0.0.1", workers: in
         stop(process)
         raise
     return process
+
+
+def render(template: str, **values) -> str:
+    """What the nginx image's envsubst does: replace only the variables it is given."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def start_nginx(folder: Path, port: int, *, upstream: str, static_root: Path,
+                max_body_bytes: int, access_log: bool = True) -> subprocess.Popen:
+    """nginx from the distribution with the project's template, as the nginx image renders it,
+    its files in ``folder``; once it answers on ``port``."""
+    conf = render(NGINX_TEMPLATE.read_text(), APP_UPSTREAM=upstream, STATIC_ROOT=str(static_root),
+                  NGINX_PORT=f"127.0.0.1:{port}", MAX_BODY_BYTES=str(max_body_bytes))
+    (folder / "default.conf").write_text(conf)
+    (folder / "nginx.conf").write_text(f"""
+{"user root;" if os.geteuid() == 0 else ""}
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log {f"{folder}/nginx-access.log" if access_log else "off"};
+    client_body_temp_path {folder}/client_body;
+    proxy_temp_path {folder}/proxy;
+    include {folder}/default.conf;
+}}
+""")
+    nginx = spawn(["nginx", "-c", str(folder / "nginx.conf"), "-p", str(folder),
+                   "-g", "daemon off;"])
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health/live", nginx)
+    except Exception:
+        stop(nginx)
+        raise
+    return nginx

@@ -9,7 +9,6 @@ template's upstream is ``wsgiserver:<port>``, exactly as in docker-compose.yml.
 import http.client
 import json
 import os
-import re
 import shutil
 import socket
 import time
@@ -21,11 +20,10 @@ import requests
 from django.conf import settings
 
 from conftest import issue_token, manage, run_ab_test, start_gunicorn
-from tests.live import ROOT, free_port, spawn, stop, wait_for_http, wait_until
+from tests.live import free_port, start_nginx, stop, wait_until
 
 pytestmark = pytest.mark.live
 
-TEMPLATE = ROOT / "docker" / "nginx" / "default.conf.template"
 REPLICAS = ("127.0.0.2", "127.0.0.3")
 REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of its own, emptied for each stack
 
@@ -52,11 +50,6 @@ if _missing():
     pytest.skip(_missing(), allow_module_level=True)
 
 
-def render(template: str, **values) -> str:
-    """What the nginx image's envsubst does: replace only the variables it is given."""
-    return re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
-
-
 @pytest.fixture
 def stack(transactional_db, tmp_path, request):
     """The stack; ``@pytest.mark.parametrize("stack", [{VAR: value}], indirect=True)`` adds
@@ -68,34 +61,15 @@ def stack(transactional_db, tmp_path, request):
     app_env = {"NUM_PROXIES": "1", "REDIS_URL": REDIS_URL, **getattr(request, "param", {})}
     app_port, nginx_port = free_port(), free_port()
     logs = {host: tmp_path / f"access-{host}.log" for host in REPLICAS}
-    conf = render(TEMPLATE.read_text(), APP_UPSTREAM=f"wsgiserver:{app_port}",
-                  STATIC_ROOT=str(static), NGINX_PORT=f"127.0.0.1:{nginx_port}",
-                  MAX_BODY_BYTES=str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
-    (tmp_path / "default.conf").write_text(conf)
-    (tmp_path / "nginx.conf").write_text(f"""
-{"user root;" if os.geteuid() == 0 else ""}
-worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/nginx-error.log;
-events {{ worker_connections 256; }}
-http {{
-    include /etc/nginx/mime.types;
-    access_log {tmp_path}/nginx-access.log;
-    client_body_temp_path {tmp_path}/client_body;
-    proxy_temp_path {tmp_path}/proxy;
-    include {tmp_path}/default.conf;
-}}
-""")
     started = []
     try:
         for host in REPLICAS:
             started.append(start_gunicorn(app_port, host=host, accesslog=str(logs[host]),
                                           **app_env))
-        nginx = spawn(["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path),
-                       "-g", "daemon off;"])
-        started.append(nginx)
+        started.append(start_nginx(tmp_path, nginx_port, upstream=f"wsgiserver:{app_port}",
+                                   static_root=static,
+                                   max_body_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
         url = f"http://127.0.0.1:{nginx_port}"
-        wait_for_http(url + "/health/live", nginx)
         yield {"url": url, "port": nginx_port, "static": static, "logs": logs,
                "replicas": [f"http://{host}:{app_port}" for host in REPLICAS],
                "token": issue_token()}

@@ -41,32 +41,56 @@ def _string_problem(text: str) -> str | None:
     return None
 
 
-def check(value: Any, path: str = "", depth: int = 0) -> None:
-    """Raise UnsafeJSON for the first value under ``value`` that cannot be stored or computed."""
-    if isinstance(value, str):
+TOO_LARGE = "number too large (beyond a 64-bit float)"
+
+
+def _scalar_problem(value: Any) -> str | None:
+    kind = type(value)  # exact types: json makes nothing else (and bool is not an int here)
+    if kind is str:
         problem = _string_problem(value)
-        if problem:
-            raise UnsafeJSON(path, f"text {problem}")
-    elif isinstance(value, bool) or value is None:
-        return
-    elif isinstance(value, int):
-        if abs(value) > LARGEST_FLOAT:
-            raise UnsafeJSON(path, "number too large (beyond a 64-bit float)")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise UnsafeJSON(path, "number too large (beyond a 64-bit float)")
-    elif depth >= MAX_DEPTH:
-        raise UnsafeJSON(path, f"nested deeper than {MAX_DEPTH} levels")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            problem = _string_problem(key)
-            if problem:
-                raise UnsafeJSON(path, f"a key {problem}")
-            check(item, where, depth + 1)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            check(item, f"{path}[{index}]", depth + 1)
+        return f"text {problem}" if problem else None
+    if kind is float:
+        return None if math.isfinite(value) else TOO_LARGE
+    if kind is int:
+        return TOO_LARGE if abs(value) > LARGEST_FLOAT else None
+    return None
+
+
+def _find(value: Any, depth: int) -> tuple[list, str] | None:
+    """The path (keys and indices) to the first value inside ``value`` that cannot be stored or
+    computed, and what is wrong with it; None when every value is fine.
+
+    Written for the common case, a list of flat objects: scalars are checked in the loop, and a
+    path is only built on the way back from a problem.
+    """
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        problem = _scalar_problem(value)
+        return ([], problem) if problem else None
+    if depth >= MAX_DEPTH:
+        return [], f"nested deeper than {MAX_DEPTH} levels"
+    items = value.items() if kind is dict else enumerate(value)
+    for key, item in items:
+        if kind is dict and (problem := _string_problem(key)):
+            return [], f"a key {problem}"
+        if type(item) is dict or type(item) is list:
+            found = _find(item, depth + 1)
+        else:
+            problem = _scalar_problem(item)
+            found = ([], problem) if problem else None
+        if found:
+            found[0].insert(0, key)
+            return found
+    return None
+
+
+def check(value: Any) -> None:
+    """Raise UnsafeJSON for the first value in ``value`` that cannot be stored or computed."""
+    found = _find(value, 0)
+    if found:
+        parts, problem = found
+        path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
+        raise UnsafeJSON(path.lstrip("."), problem)
 
 
 class SafeJSONParser(JSONParser):

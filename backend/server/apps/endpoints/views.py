@@ -103,9 +103,7 @@ class PredictView(APIView):
         parameters=[serializers.PredictQuerySerializer],
     )
     def post(self, request, endpoint_name):
-        query = serializers.PredictQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        choice = query.validated_data
+        choice = serializers.predict_query(request.query_params)
         many = isinstance(request.data, list)
         mlrequests = predictions.predictions_create(
             endpoint_name=endpoint_name,
