@@ -1,7 +1,7 @@
 """gunicorn settings, each overridable from the environment.
 
-Sync workers: a prediction is CPU-bound (tree evaluation), so one request per process is the
-honest model. No preload: the registry is per process by design. Each worker loads the models
+Sync workers: a prediction is CPU-bound (JSON, validation, the model, the INSERT's encoding), so
+one request per process is the honest model; each worker's onnxruntime sessions use one thread. No preload: the registry is per process by design. Each worker loads the models
 it serves when it starts, before it takes a request (``post_worker_init``), so a recycled worker
 does not make its first clients wait for the load; the others serve meanwhile.
 
