@@ -1,8 +1,9 @@
 """gunicorn settings, each overridable from the environment.
 
 Sync workers: a prediction is CPU-bound (JSON, validation, the model, the INSERT's encoding), so
-one request per process is the honest model; each worker's onnxruntime sessions use one thread. No preload: the registry is per process by design. Each worker loads the models
-it serves when it starts, before it takes a request (``post_worker_init``), so a recycled worker
+one request per process is the honest model; each worker's onnxruntime sessions use one thread.
+No preload: the registry is per process by design. Each worker loads the models it serves when
+it starts, before it takes a request (``post_worker_init``), so a recycled worker
 does not make its first clients wait for the load; the others serve meanwhile.
 
 Workers are recycled after ``GUNICORN_MAX_REQUESTS`` requests so a slow leak cannot grow without

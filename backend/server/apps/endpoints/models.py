@@ -156,27 +156,14 @@ class ABTestArm(models.Model):
         ]
 
 
-class RowJSONField(models.JSONField):
-    """A JSONField that PostgreSQL bulk inserts as one VALUES list.
-
-    Django 5.2 bulk-inserts through UNNEST of one array per column, and psycopg writes a text
-    array of JSON documents by escaping every quote of every document with a regular expression:
-    for a batch of predictions that cost more than all the rest of the request (issue 9's
-    profile). A field with its own placeholder opts out of UNNEST; the value is stored the same.
-    """
-
-    def get_placeholder(self, value, compiler, connection):
-        return "%s"
-
-
 class MLRequest(models.Model):
     mlmodel = models.ForeignKey(MLModel, on_delete=models.PROTECT, related_name="requests")
     ab_test = models.ForeignKey(
         ABTest, on_delete=models.PROTECT, null=True, blank=True, related_name="requests",
         help_text="The A/B test that routed this request, if any.",
     )
-    input_data = RowJSONField()
-    full_response = RowJSONField()
+    input_data = models.JSONField()
+    full_response = models.JSONField()
     response = models.CharField(max_length=64)
     feedback = models.CharField(max_length=64, null=True, blank=True)
     feedback_at = models.DateTimeField(null=True, blank=True)

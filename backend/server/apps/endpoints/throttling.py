@@ -26,6 +26,8 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.throttling import BaseThrottle
 
+from apps.endpoints.exceptions import TooLarge
+
 logger = logging.getLogger(__name__)
 
 PERIODS = {"s": 1, "sec": 1, "second": 1, "seconds": 1,
@@ -72,8 +74,14 @@ def parse_rate(text: str) -> tuple[int, int] | None:
 
 
 def rows(request) -> int:
-    """The rows a predict request asks for: a batch's length, else one."""
-    return len(request.data) if isinstance(request.data, list) else 1
+    """The rows a predict request asks for: a batch's length, else one.
+
+    A batch predict will refuse anyway (empty, or over PREDICT_BATCH_MAX: 400, 413) counts one,
+    so that it is still limited and still answered with why it is refused.
+    """
+    if not isinstance(request.data, list):
+        return 1
+    return len(request.data) if 1 <= len(request.data) <= settings.PREDICT_BATCH_MAX else 1
 
 
 class PredictRateThrottle(BaseThrottle):
@@ -88,19 +96,25 @@ class PredictRateThrottle(BaseThrottle):
         if not breaker.allows():
             return True
         asked = rows(request)  # parses the body: a bad one is its 400, not a cache failure
+        if asked > limit:  # waiting would not help: say so, rather than 429 forever
+            raise TooLarge(f"a batch of {asked} rows is more than this client may send in one "
+                           f"period (PREDICT_RATE {settings.PREDICT_RATE}); send smaller batches")
         key = f"throttle:predict:{period}:{window}:{self.client(request)}"
         try:
             cache.add(key, 0, timeout=period + 1)
             count = cache.incr(key, asked)
-            if count > limit:
-                cache.decr(key, asked)  # refused rows do not spend the budget
-                return False
         except ValueError:  # the key expired between add and incr: its window has just ended
             return True
         except Exception as exc:  # the cache backend's own errors (redis, socket, timeout)
             breaker.trip(exc)
             return True
-        return True
+        if count <= limit:
+            return True
+        try:
+            cache.decr(key, asked)  # refused rows do not spend the budget
+        except Exception:  # the window just ended, or the cache just failed: refused all the same
+            pass
+        return False
 
     def client(self, request) -> str:
         if request.user.is_authenticated:

@@ -105,3 +105,68 @@ def test_the_rate_limit_counts_rows(anon, registered, rows, settings):
     assert post(anon, rows[:2]).status_code == 200  # 7
     assert post(anon, rows[:1]).status_code == 429
     assert MLRequest.objects.count() == 7
+
+
+def test_a_batch_over_the_limit_is_a_413_at_the_default_rate_too(anon, registered, sample_row,
+                                                                 settings):
+    assert settings.PREDICT_BATCH_MAX == 1000 and settings.PREDICT_RATE == "1000/second"
+    response = post(anon, [sample_row] * 1001)
+    assert response.status_code == 413
+    assert response.json()["detail"].startswith("a batch holds at most 1000 rows")
+
+
+def test_a_batch_larger_than_the_whole_budget_is_a_413_not_a_429_forever(anon, registered,
+                                                                        rows, settings):
+    settings.PREDICT_RATE = "4/minute"
+    response = post(anon, rows)
+    assert response.status_code == 413 and "Retry-After" not in response
+    assert response.json()["detail"] == ("a batch of 5 rows is more than this client may send "
+                                         "in one period (PREDICT_RATE 4/minute); send smaller "
+                                         "batches")
+    assert post(anon, rows[:4]).status_code == 200  # and it was not counted
+
+
+def test_refused_batches_are_still_rate_limited(anon, registered, settings):
+    settings.PREDICT_RATE = "2/day"
+    assert [post(anon, []).status_code for _ in range(3)] == [400, 400, 429]
+
+
+def test_every_column_of_a_request_is_written_by_the_insert():
+    """The predict path writes MLRequest rows with its own INSERT: a new column must be in it
+    (or be the key, or may be left empty)."""
+    for field in MLRequest._meta.concrete_fields:
+        assert (field.column in predictions.INSERT_COLUMNS or field.primary_key
+                or field.null), f"{field.column} is not written by predictions._insert"
+
+
+def test_concurrent_batches_get_their_own_rows(transactional_db, rows):
+    import threading
+
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("register_models", stdout=open("/dev/null", "w"))
+    results, errors = {}, []
+
+    def client(number):
+        try:
+            for batch in range(4):
+                mine = [dict(row, fnlwgt=number * 1000 + batch * 100 + i)
+                        for i, row in enumerate(rows * 6)]
+                results[(number, batch)] = (mine, predictions.predictions_create(
+                    endpoint_name="classifier", rows=mine))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    stored = {r.pk: r.input_data for r in MLRequest.objects.all()}
+    assert len(stored) == 4 * 4 * 30
+    for mine, answered in results.values():
+        assert [stored[r.pk] for r in answered] == mine

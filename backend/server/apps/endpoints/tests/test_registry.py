@@ -5,6 +5,7 @@ import pytest
 
 from apps.endpoints import artifacts
 from apps.endpoints.exceptions import Unavailable
+from apps.endpoints.models import MLModel
 from apps.endpoints.registry import RETRY_FAILED_SECONDS, Registry
 
 
@@ -81,3 +82,33 @@ def test_the_onnx_serving_path_unpickles_nothing(anon, registered, sample_row, n
         assert response.status_code == 200, response.json()
     assert {m.artifact_format for m in registered.values()} == {"onnx"}
     registry.clear()
+
+
+def test_an_onnx_file_that_loads_but_cannot_serve_is_refused_when_loaded(registered, tmp_path,
+                                                                         settings, anon,
+                                                                         sample_row):
+    """Another model's outputs: onnxruntime builds the session, but scoring would fail on every
+    request; the registry refuses it once, as unavailable (503), details in the log."""
+    import onnx
+
+    from apps.endpoints.registry import registry as process_registry
+
+    rf = registered["random forest"]
+    model = onnx.load_from_string(artifacts.read(rf.artifact_path)[1])
+    for node in model.graph.node:
+        node.output[:] = ["scores" if o == "probabilities" else o for o in node.output]
+    for output in model.graph.output:
+        if output.name == "probabilities":
+            output.name = "scores"
+    data = model.SerializeToString()
+    settings.ML_ARTIFACTS_DIR = tmp_path
+    (tmp_path / rf.artifact_path).write_bytes(data)
+    MLModel.objects.filter(pk=rf.pk).update(artifact_sha256=artifacts.sha256(data))
+    process_registry.clear()
+    try:
+        response = anon.post("/api/v1/classifier/predict", sample_row, format="json")
+    finally:
+        process_registry.clear()
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith(f"model {rf.pk} (random forest 0.0.1) is "
+                                                f"unavailable (reference ")

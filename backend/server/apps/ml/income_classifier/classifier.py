@@ -57,14 +57,22 @@ class IncomeClassifier(Algorithm):
 
     @classmethod
     def load(cls, data: bytes, artifact_format: str) -> "IncomeClassifier":
+        """The classifier, once it has scored a row: a file that loads but cannot serve (another
+        model's inputs or outputs) fails here, where the registry refuses it (503), and not on
+        every request."""
         if artifact_format == ONNX:
-            return cls._from_onnx(data)
-        if artifact_format == JOBLIB:
+            algorithm = cls._from_onnx(data)
+        elif artifact_format == JOBLIB:
             import joblib  # imported here: an ONNX-only worker never loads scikit-learn
 
             bundle = joblib.load(io.BytesIO(data))
-            return cls.from_estimator(bundle["estimator"], bundle["preprocessing"])
-        raise ValueError(f"unknown artifact format {artifact_format!r}")
+            algorithm = cls.from_estimator(bundle["estimator"], bundle["preprocessing"])
+        else:
+            raise ValueError(f"unknown artifact format {artifact_format!r}")
+        scored = algorithm.predict(np.zeros((1, len(preprocessing.FEATURES)), np.float32))
+        if scored.shape != (1,) or not 0.0 <= float(scored[0]) <= 1.0:
+            raise ValueError(f"the model scored a row as {scored!r}, not one probability")
+        return algorithm
 
     @classmethod
     def _from_onnx(cls, data: bytes) -> "IncomeClassifier":

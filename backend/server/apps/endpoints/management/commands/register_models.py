@@ -3,8 +3,9 @@
 Reads research/artifacts/manifest.json (written by research/train.py), creates the endpoint and
 one MLModel per entry with its artifact path, sha256 and offline metrics, and gives each new model
 its first status. Running it again creates nothing twice; an entry whose artifact was retrained
-gets its checksum and metrics updated, as does one whose artifact is now the compiled ONNX file. It is the only way models enter the registry at start-up:
-importing wsgi.py writes nothing.
+(or is now the compiled ONNX file) gets its artifact, checksum and metrics updated, with the
+checks of a registration. It is the only way models enter the registry at start-up: importing
+wsgi.py writes nothing.
 """
 import json
 from pathlib import Path
