@@ -35,7 +35,10 @@ data:
 	    cp $(SHARED_DATA)/$$f $(DATA_DIR)/$$f && echo "copied $$f from $(SHARED_DATA)"; fi; \
 	done
 
-$(ARTIFACTS): | $(BIN)/.runtime data
+# Trained again when the training or model code changes (an older manifest may list joblib
+# artifacts only, from before ONNX serving).
+$(ARTIFACTS): research/train.py research/adult.py $(wildcard backend/server/apps/ml/*.py \
+		backend/server/apps/ml/income_classifier/*.py) | $(BIN)/.runtime data
 	$(BIN)/python research/train.py
 
 train: $(BIN)/.runtime data
