@@ -1,5 +1,6 @@
 """End to end over real HTTP: a gunicorn with two workers, registration by the command."""
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -127,3 +128,36 @@ def test_workers_load_their_models_before_serving_and_recycle_apart(transactiona
         assert ready[pid][1] == models
     first_two = sorted(after for _, _, after in sorted(ready.values())[:2])  # either may be first
     assert first_two == [10, 15]
+
+
+def predictions_counted(text: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples if s.name == "mlregistry_predictions_total")
+
+
+def test_metrics_add_up_across_workers(transactional_db, tmp_path, sample_row):
+    manage("register_models")
+    port, log = free_port(), tmp_path / "gunicorn.log"
+    server = start_gunicorn(port, workers=2, log=log, accesslog="-")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with ThreadPoolExecutor(8) as pool:  # concurrent: both workers take requests
+            codes = list(pool.map(lambda _: requests.post(
+                f"{url}/api/v1/classifier/predict", json=sample_row, timeout=60).status_code,
+                range(30)))
+            requests.post(f"{url}/api/v1/classifier/predict", json=[sample_row] * 10,
+                          timeout=60)
+            scrapes = list(pool.map(lambda _: requests.get(f"{url}/metrics", timeout=60).text,
+                                    range(12)))
+    finally:
+        stop(server)
+    assert codes == [200] * 30
+    served_by = set(re.findall(r'"POST /api/v1/classifier/predict HTTP/1.1" 200 .* <(\d+)>$',
+                               log.read_text(), re.M))
+    scraped_by = set(re.findall(r'"GET /metrics HTTP/1.1" 200 .* <(\d+)>$', log.read_text(),
+                                re.M))
+    assert len(served_by) == 2, "one worker served every request: nothing to add up"
+    assert len(scraped_by) == 2, "one worker answered every scrape"
+    assert [predictions_counted(text) for text in scrapes] == [40.0] * 12

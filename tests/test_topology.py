@@ -125,6 +125,14 @@ def test_a_body_over_the_limit_is_a_json_413_from_nginx_too(stack, sample_row):
     assert sum(served_by_replica(stack, 1).values()) == 1
 
 
+def test_metrics_are_scraped_from_the_instances_not_through_nginx(stack, sample_row):
+    requests.post(f"{stack['replicas'][0]}/api/v1/classifier/predict", json=sample_row,
+                  timeout=10)
+    assert requests.get(f"{stack['url']}/metrics", timeout=10).status_code == 404
+    direct = requests.get(f"{stack['replicas'][0]}/metrics", timeout=10)
+    assert direct.status_code == 200 and "mlregistry_predictions_total" in direct.text
+
+
 def test_nginx_spreads_requests_over_both_instances(stack, sample_row):
     for _ in range(20):
         requests.post(f"{stack['url']}/api/v1/classifier/predict", json=sample_row, timeout=10)

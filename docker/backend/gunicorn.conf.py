@@ -9,11 +9,15 @@ does not make its first clients wait for the load; the others serve meanwhile.
 Workers are recycled after ``GUNICORN_MAX_REQUESTS`` requests so a slow leak cannot grow without
 bound. Started together and fed alike, they would all reach that count together and reload at
 once; ``post_fork`` spreads the first generation evenly over one more period instead.
+
+Metrics: every worker writes to ``PROMETHEUS_MULTIPROC_DIR`` and /metrics adds them up.
 """
 import logging
 import multiprocessing
 import os
 import random
+import shutil
+import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
@@ -29,6 +33,31 @@ errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # Only the proxy's forwarded headers are trusted (the compose network, or loopback in CI).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+# Prometheus multiprocess mode: each worker writes its samples to files here and /metrics adds
+# them up (apps/endpoints/metrics.py). Set before any worker imports prometheus-client; a server
+# of its own gets a folder of its own, emptied when it starts.
+_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlregistry-metrics-")
+
+
+def on_starting(server):
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, exist_ok=True)
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def recycle_after(age: int, workers: int, base: int) -> int:

@@ -9,6 +9,7 @@
     SECURE_COOKIES   send session/CSRF cookies over HTTPS only; default on unless DEBUG
     SECURE_HSTS_SECONDS   HSTS max-age, when this app (not the TLS terminator) should set it
     MAX_BODY_BYTES   the largest request body read (default 1 MiB); larger is a 413
+    METRICS_TOKEN    when set, /metrics needs "Authorization: Bearer <token>"
     PREDICT_RATE     each client's predict budget in rows, e.g. 1000/second (the default),
                      600/minute, off
     PREDICT_BATCH_MAX  the most rows one predict request may hold (default 1000)
@@ -91,6 +92,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "apps.endpoints.metrics.RequestTimer",  # every request's duration, for /metrics
     "apps.endpoints.middleware.BodyLimitMiddleware",  # refuses a body over MAX_BODY_BYTES first
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -172,6 +174,10 @@ ML_ARTIFACTS_DIR = Path(os.environ.get("ML_ARTIFACTS_DIR", REPO_DIR / "research"
 # The largest request body any route reads, files included (BodyLimitMiddleware; nginx is given
 # the same limit): a batch of 1000 prediction rows is about 350 KB. Beyond it: 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1024 * 1024)
+
+# /metrics is scraped from each app instance (nginx does not pass it on); with a token set, a
+# scrape must send it as "Authorization: Bearer <token>".
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 # Predict is open and rate-limited per client (apps/endpoints/throttling.py); writes need a token
 # or a staff session (apps/endpoints/permissions.py).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -19,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from apps.endpoints import routing, selectors
+from apps.endpoints import metrics, routing, selectors
 from apps.endpoints.exceptions import InvalidInput, TooLarge
 from apps.endpoints.models import MLModel, MLRequest, Status
 from apps.endpoints.registry import registry
@@ -61,8 +62,9 @@ def predictions_create(
     if len(rows) > settings.PREDICT_BATCH_MAX:
         raise TooLarge(f"a batch holds at most {settings.PREDICT_BATCH_MAX} rows "
                        f"(PREDICT_BATCH_MAX); this one has {len(rows)}")
-    routed = _route(endpoint_name=endpoint_name, n=len(rows), status=Status.parse(
-        status, serving=True), version=version, name=name, user_key=user_key)
+    status = Status.parse(status, serving=True)
+    routed = _route(endpoint_name=endpoint_name, n=len(rows), status=status, version=version,
+                    name=name, user_key=user_key)
     by_model: dict[int, list[int]] = defaultdict(list)
     for index, (mlmodel, _) in enumerate(routed):
         by_model[mlmodel.pk].append(index)
@@ -70,9 +72,13 @@ def predictions_create(
     answers: list[dict | None] = [None] * len(rows)
     problems: dict[int, list[str]] = {}
     for indices in by_model.values():
-        algorithm = registry.get(routed[indices[0]][0])
+        mlmodel = routed[indices[0]][0]
+        algorithm = registry.get(mlmodel)
+        started = time.perf_counter()
         try:
             scored = algorithm.compute_predictions([rows[i] for i in indices])
+            metrics.model_seconds.labels(endpoint_name, mlmodel.name, mlmodel.version).observe(
+                time.perf_counter() - started)
         except RowsError as exc:
             problems.update({indices[i]: found for i, found in exc.by_row.items()})
             continue
@@ -83,9 +89,11 @@ def predictions_create(
             raise InvalidInput("; ".join(problems[0]))
         raise InvalidInput(str(RowsError(dict(sorted(problems.items())))))
 
-    return _insert([MLRequest(mlmodel=mlmodel, ab_test_id=ab_test_id, input_data=row,
-                              full_response=answer, response=answer["label"])
-                    for (mlmodel, ab_test_id), row, answer in zip(routed, rows, answers)])
+    stored = _insert([MLRequest(mlmodel=mlmodel, ab_test_id=ab_test_id, input_data=row,
+                                full_response=answer, response=answer["label"])
+                      for (mlmodel, ab_test_id), row, answer in zip(routed, rows, answers)])
+    metrics.count_predictions(endpoint=endpoint_name, status=status, stored=stored)
+    return stored
 
 
 # The rows travel as one JSON parameter that the database expands (jsonb_to_recordset,

@@ -18,7 +18,7 @@ import time
 
 from django.db import DatabaseError, connections
 
-from apps.endpoints import artifacts
+from apps.endpoints import artifacts, metrics
 from apps.endpoints.exceptions import Unavailable
 from apps.endpoints.models import MLModel
 from apps.ml.base import Algorithm
@@ -30,17 +30,28 @@ logger = logging.getLogger(__name__)
 def load_algorithm(mlmodel: MLModel) -> Algorithm:
     """Verify the artifact and build the model; Unavailable (details in the log) otherwise."""
     label = f"model {mlmodel.pk} ({mlmodel.name} {mlmodel.version})"
+    started = time.perf_counter()
     try:
         cls = algorithm_class(mlmodel.code)
         data = artifacts.read_verified(mlmodel.artifact_path, mlmodel.artifact_sha256)
-        return cls.load(data, mlmodel.artifact_format)
+        algorithm = cls.load(data, mlmodel.artifact_format)
+        metrics.model_load_seconds.labels(mlmodel.name, mlmodel.version,
+                                          mlmodel.artifact_format).observe(
+            time.perf_counter() - started)
+        return algorithm
     except artifacts.Missing as exc:
-        why = (f"its artifact is missing ({exc}). Train it (python research/train.py) and "
-               f"register it (manage.py register_models)")
-    except (artifacts.ArtifactError, UnknownAlgorithm) as exc:
-        why = str(exc)
+        reason, why = "missing", (f"its artifact is missing ({exc}). Train it (python "
+                                  f"research/train.py) and register it (manage.py "
+                                  f"register_models)")
+    except artifacts.ChecksumMismatch as exc:
+        reason, why = "checksum", str(exc)
+    except artifacts.OutsideStore as exc:
+        reason, why = "outside_store", str(exc)
+    except UnknownAlgorithm as exc:
+        reason, why = "unknown_algorithm", str(exc)
     except Exception as exc:  # the loader's own failure: a damaged or foreign file
-        why = f"loading failed: {type(exc).__name__}: {exc}"
+        reason, why = "load_failed", f"loading failed: {type(exc).__name__}: {exc}"
+    metrics.artifacts_refused.labels(mlmodel.name, mlmodel.version, reason).inc()
     raise Unavailable(f"{label} is unavailable", log_detail=f"{label} cannot be loaded: {why}")
 
 

@@ -188,7 +188,7 @@ def mlmodel_list() -> QuerySet[MLModel]:
 
 
 def mlrequest_list() -> QuerySet[MLRequest]:
-    return MLRequest.objects.select_related("mlmodel")
+    return MLRequest.objects.select_related("mlmodel__endpoint")
 
 
 def ab_test_results(ab_test: ABTest) -> dict:

@@ -11,7 +11,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.endpoints import ab_statistics, artifacts, selectors
+from apps.endpoints import ab_statistics, artifacts, metrics, selectors
 from apps.endpoints.exceptions import Conflict, InvalidInput, NotFound
 from apps.endpoints.models import (
     ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
@@ -184,6 +184,11 @@ def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:
     mlrequest.feedback = feedback
     mlrequest.feedback_at = timezone.now()
     mlrequest.save(update_fields=["feedback", "feedback_at"])
+    model = mlrequest.mlmodel
+    labels = (model.endpoint.name, model.name, model.version)
+    metrics.feedback.labels(*labels).inc()
+    if feedback == mlrequest.response:
+        metrics.feedback_agreeing.labels(*labels).inc()
     return mlrequest
 
 

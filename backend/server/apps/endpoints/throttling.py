@@ -26,6 +26,7 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.throttling import BaseThrottle
 
+from apps.endpoints import metrics
 from apps.endpoints.exceptions import TooLarge
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class PredictRateThrottle(BaseThrottle):
             cache.decr(key, asked)  # refused rows do not spend the budget
         except Exception:  # the window just ended, or the cache just failed: refused all the same
             pass
+        metrics.rate_limited.labels(view.kwargs.get("endpoint_name", "")).inc()
         return False
 
     def client(self, request) -> str:
