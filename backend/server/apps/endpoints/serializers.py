@@ -1,4 +1,5 @@
 """Output serializers for the catalog, and small input serializers that only parse."""
+from django.http import QueryDict
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
@@ -111,6 +112,16 @@ class PredictQuerySerializer(serializers.Serializer):
     )
 
 
+def predict_body(request):
+    """The rows a predict request sends: its JSON as it is, or the browsable API's HTML form
+    (one row, its numbers still strings) converted by the row serializer."""
+    if not isinstance(request.data, QueryDict):  # JSON
+        return request.data
+    form = IncomeFeaturesSerializer(data=request.data)
+    form.is_valid(raise_exception=True)
+    return {name: (None if value == "" else value) for name, value in form.validated_data.items()}
+
+
 PREDICT_DEFAULTS = {"status": Status.PRODUCTION}
 
 
@@ -125,17 +136,21 @@ def predict_query(params) -> dict:
 
 
 def _features_serializer() -> type[serializers.Serializer]:
-    """The predict body as the OpenAPI schema shows it, built from the model's own feature list
-    (apps/ml preprocessing validates it; this only documents it)."""
+    """One row of the predict body, built from the model's own feature list: what the OpenAPI
+    schema shows, and the browsable API's HTML form (whose strings it turns into numbers). JSON
+    bodies are validated by apps/ml's preprocessing alone."""
     fields = {}
     for name in preprocessing.FEATURES:
+        example = preprocessing.EXAMPLE_ROW[name]  # what the browsable API's forms start with
         if name in preprocessing.NUMERIC:
             fields[name] = serializers.FloatField(min_value=-preprocessing.FLOAT32_MAX,
-                                                  max_value=preprocessing.FLOAT32_MAX)
+                                                  max_value=preprocessing.FLOAT32_MAX,
+                                                  initial=example)
         else:
             fields[name] = serializers.CharField(
-                allow_null=True, max_length=preprocessing.MAX_CATEGORY_LENGTH,
-                help_text="null or '?' for a missing value; an unseen category is accepted.")
+                allow_null=True, allow_blank=True, max_length=preprocessing.MAX_CATEGORY_LENGTH,
+                initial=example,
+                help_text="null, '' or '?' for a missing value; an unseen category is accepted.")
     # Feature names hold hyphens ("education-num"), so the class is built, not written out.
     return type("IncomeFeaturesSerializer", (serializers.Serializer,), fields)
 

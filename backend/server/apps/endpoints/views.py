@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from apps.endpoints import filters, predictions, selectors, serializers, services
 from apps.endpoints.models import Endpoint, MLModelStatus
-from apps.endpoints.parsers import SafeJSONParser
+from apps.endpoints.parsers import SafeFormParser, SafeJSONParser, SafeMultiPartParser
 from apps.endpoints.routing import USER_KEY_HEADER
 from apps.endpoints.throttling import PredictRateThrottle
 
@@ -27,8 +27,16 @@ class CreateThroughService:
         data = self.create_serializer_class(data=request.data)
         data.is_valid(raise_exception=True)
         created = self.create_service(**data.validated_data)
-        out = self.get_serializer(self.get_queryset().get(pk=created.pk))
+        out = self.serializer_class(self.get_queryset().get(pk=created.pk),
+                                    context=self.get_serializer_context())
         return Response(out.data, status=status.HTTP_201_CREATED)
+
+    def get_serializer_class(self):
+        # The browsable API builds its POST form from this: the fields one posts, not the ones
+        # the answer shows.
+        if self.request is not None and self.request.method == "POST":
+            return self.create_serializer_class
+        return self.serializer_class
 
 
 def create_schema(request, response):
@@ -65,7 +73,7 @@ class MLModelStatusViewSet(CreateThroughService, viewsets.ReadOnlyModelViewSet):
 
 
 class MLRequestViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Served requests; PUT or PATCH ``{"feedback": "<label>"}`` records the true label."""
+    """Served requests. PUT or PATCH {"feedback": "<label>"} records a request's true label."""
 
     serializer_class = serializers.MLRequestSerializer
     filterset_class = filters.MLRequestFilter
@@ -93,9 +101,13 @@ class PredictView(APIView):
     counted in rows.
     """
 
-    parser_classes = [SafeJSONParser]
+    parser_classes = [SafeJSONParser, SafeFormParser, SafeMultiPartParser]
     permission_classes = [AllowAny]
     throttle_classes = [PredictRateThrottle]
+
+    def get_serializer(self, *args, **kwargs):
+        """The browsable API's forms: the example row, to edit and post."""
+        return serializers.IncomeFeaturesSerializer(*args, **kwargs)
 
     @extend_schema(
         request=serializers.PredictBodySerializer,
@@ -104,10 +116,11 @@ class PredictView(APIView):
     )
     def post(self, request, endpoint_name):
         choice = serializers.predict_query(request.query_params)
-        many = isinstance(request.data, list)
+        body = serializers.predict_body(request)
+        many = isinstance(body, list)
         mlrequests = predictions.predictions_create(
             endpoint_name=endpoint_name,
-            rows=request.data if many else [request.data],
+            rows=body if many else [body],
             batch=many,
             status=choice["status"],
             version=choice.get("version"),
@@ -120,7 +133,7 @@ class PredictView(APIView):
 
 @create_schema(serializers.ABTestCreateSerializer, serializers.ABTestSerializer)
 class ABTestViewSet(CreateThroughService, viewsets.ReadOnlyModelViewSet):
-    """A/B tests. POST starts one: its models move to ``ab_testing``."""
+    """A/B tests. POST starts one: its models move to the ab_testing status."""
 
     serializer_class = serializers.ABTestSerializer
     filterset_class = filters.ABTestFilter

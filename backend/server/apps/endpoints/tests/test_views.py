@@ -56,7 +56,7 @@ def test_predict_names_the_bad_feature_and_stores_nothing(api, registered, sampl
     ('"text"', "application/json", 400, "a row must be a JSON object of the 14 Adult features, "
                                          "got str"),
     ('{"age": 37,', "application/json", 400, "JSON parse error"),
-    ("age=37", "application/x-www-form-urlencoded", 415, "Unsupported media type"),
+    ("age=37", "text/plain", 415, "Unsupported media type"),
 ])
 def test_predict_refuses_a_body_that_is_not_a_json_object(api, registered, body, content_type,
                                                           status, fragment):
@@ -261,3 +261,30 @@ def test_openapi_schema_and_docs_are_served(api):
 def test_health_live_and_ready(client, registered):
     assert client.get("/health/live").json() == {"status": "ok"}
     assert client.get("/health/ready").json() == {"status": "ok", "models": 2, "failing": []}
+
+
+def test_the_browsable_predict_page_starts_with_the_example_row(anon, registered):
+    page = anon.get(PREDICT, HTTP_ACCEPT="text/html").content.decode()
+    assert "&quot;workclass&quot;: &quot;Private&quot;" in page  # in the raw data box
+    assert 'name="hours-per-week"' in page and 'value="68' in page  # the HTML form
+
+
+def test_the_browsable_predict_form_posts_one_row(anon, registered, sample_row):
+    form = {name: "" if value is None else str(value) for name, value in sample_row.items()}
+    form["occupation"] = ""  # a missing value, as an empty form field sends it
+    response = anon.post(PREDICT, form, format="multipart")
+    assert response.status_code == 200, response.json()
+    stored = MLRequest.objects.get(pk=response.json()["request_id"])
+    assert stored.input_data["age"] == 37.0 and stored.input_data["occupation"] is None
+
+
+def test_the_ab_test_form_shows_its_fields_on_first_view(api, registered):
+    page = api.get("/api/v1/abtests", HTTP_ACCEPT="text/html").content.decode()
+    for field in ("title", "created_by", "mlmodels", "parent_mlmodel_1"):  # split: a list, JSON
+        assert f'name="{field}"' in page
+
+
+@pytest.mark.parametrize("path", ["/api/v1/mlrequests", "/api/v1/abtests", PREDICT,
+                                  "/api/v1/stop_ab_test/1"])
+def test_descriptions_render_without_literal_markup(api, registered, path):
+    assert "``" not in api.get(path, HTTP_ACCEPT="text/html").content.decode()

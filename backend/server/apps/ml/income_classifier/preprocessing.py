@@ -34,6 +34,14 @@ FEATURES = (
     "native-country",
 )
 TARGET = "income"
+# The tutorial's sample row, as clients post it: a 37-year-old married craft-repair worker,
+# 68 hours a week (true label <=50K). Tests and benchmarks send it; the API's pages show it.
+EXAMPLE_ROW = {
+    "age": 37, "workclass": "Private", "fnlwgt": 34146, "education": "HS-grad",
+    "education-num": 9, "marital-status": "Married-civ-spouse", "occupation": "Craft-repair",
+    "relationship": "Husband", "race": "White", "sex": "Male", "capital-gain": 0,
+    "capital-loss": 0, "hours-per-week": 68, "native-country": "United-States",
+}
 MISSING = "?"
 UNKNOWN_CODE = -1.0
 # Trees compare features as float32: a number beyond its range cannot be scored.
