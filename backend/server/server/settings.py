@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "apps.endpoints",
+    "apps.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -174,6 +175,12 @@ ML_ARTIFACTS_DIR = Path(os.environ.get("ML_ARTIFACTS_DIR", REPO_DIR / "research"
 # The largest request body any route reads, files included (BodyLimitMiddleware; nginx is given
 # the same limit): a batch of 1000 prediction rows is about 350 KB. Beyond it: 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1024 * 1024)
+
+# Webhook delivery (apps/webhooks): the first retry after this many seconds, doubling up to the
+# maximum; each POST waits at most WEBHOOK_TIMEOUT seconds for an answer.
+WEBHOOK_BACKOFF = float(os.environ.get("WEBHOOK_BACKOFF", "5"))
+WEBHOOK_MAX_BACKOFF = float(os.environ.get("WEBHOOK_MAX_BACKOFF", "3600"))
+WEBHOOK_TIMEOUT = float(os.environ.get("WEBHOOK_TIMEOUT", "10"))
 
 # /metrics is scraped from each app instance (nginx does not pass it on); with a token set, a
 # scrape must send it as "Authorization: Bearer <token>".

@@ -18,6 +18,19 @@ def is_trusted(request) -> bool:
     return isinstance(request.auth, Token) or request.user.is_staff
 
 
+class TokenOrStaff(BasePermission):
+    """For what not even reading is open: every method needs a token or a staff user."""
+
+    message = f"this {NEEDS}"
+
+    def has_permission(self, request, view) -> bool:
+        if is_trusted(request):
+            return True
+        if not request.user.is_authenticated:
+            raise NotAuthenticated(f"{request.method} {request.path} {NEEDS}")
+        return False
+
+
 class ReadOrTokenOrStaff(BasePermission):
     message = f"changing the registry or recording feedback {NEEDS}"
 

@@ -17,6 +17,8 @@ from apps.endpoints.models import (
     ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
 )
 from apps.ml import catalog
+from apps.webhooks import services as webhooks
+from apps.webhooks.models import EventType
 from apps.ml.base import FORMATS
 
 
@@ -32,16 +34,19 @@ def _lock_endpoint(endpoint_id: int) -> Endpoint:
     return Endpoint.objects.select_for_update().get(pk=endpoint_id)
 
 
-def _status_write(*, mlmodel: MLModel, status: str, created_by: str) -> MLModelStatus:
+def _status_write(*, mlmodel: MLModel, status: str, created_by: str,
+                  event: dict | None = None) -> MLModelStatus:
     """Make ``status`` the model's one active status; the caller holds the endpoint lock.
 
     Taking production archives the endpoint's previous production model in the same transaction
-    (as MLflow's transition with archive_existing_versions=True).
+    (as MLflow's transition with archive_existing_versions=True), and records the promotion for
+    webhook subscribers (``event``: more of its data).
     """
+    archived = []
     if status == Status.PRODUCTION:
         holders = MLModelStatus.objects.filter(
             endpoint_id=mlmodel.endpoint_id, status=Status.PRODUCTION, active=True
-        ).exclude(mlmodel=mlmodel)
+        ).exclude(mlmodel=mlmodel).select_related("mlmodel")
         for holder in holders:
             holder.active = False
             holder.save(update_fields=["active"])
@@ -49,11 +54,21 @@ def _status_write(*, mlmodel: MLModel, status: str, created_by: str) -> MLModelS
                 mlmodel_id=holder.mlmodel_id, endpoint_id=mlmodel.endpoint_id,
                 status=Status.ARCHIVED, active=True, created_by=created_by,
             )
+            archived.append(_described(holder.mlmodel))
     MLModelStatus.objects.filter(mlmodel=mlmodel, active=True).update(active=False)
-    return MLModelStatus.objects.create(
+    written = MLModelStatus.objects.create(
         mlmodel=mlmodel, endpoint_id=mlmodel.endpoint_id, status=status, active=True,
         created_by=created_by,
     )
+    if status == Status.PRODUCTION:  # told to subscribers if, and when, this commits
+        webhooks.event_record(endpoint=mlmodel.endpoint, type=EventType.MODEL_PROMOTED, data={
+            "model": _described(mlmodel), "archived": archived, "ab_test": None,
+            "by": created_by, **(event or {})})
+    return written
+
+
+def _described(mlmodel: MLModel) -> dict:
+    return {"id": mlmodel.pk, "name": mlmodel.name, "version": mlmodel.version}
 
 
 def mlmodel_status_set(*, mlmodel: MLModel, status: str, created_by: str) -> MLModelStatus:
@@ -248,6 +263,10 @@ def ab_test_create(
                 was_production=current.get(mlmodel.pk) == Status.PRODUCTION,
             )
             _status_write(mlmodel=mlmodel, status=Status.AB_TESTING, created_by=created_by)
+        webhooks.event_record(endpoint=endpoint, type=EventType.ABTEST_STARTED, data={
+            "ab_test": {"id": ab_test.pk, "title": title},
+            "models": [{**_described(m), "weight": w} for m, w in zip(mlmodels, split)],
+            "by": created_by})
     return ab_test
 
 
@@ -279,14 +298,17 @@ def ab_test_stop(*, ab_test_id: int, stopped_by: str) -> ABTest:
         result = ab_statistics.results(counts)
         arms = {arm.mlmodel_id: arm for arm in ab_test.arms.all()}  # prefetched with the lock
         winner = arms[result["leader"]]
-        moves = []
+        moves, archived = [], []
         for arm in arms.values():
             if arm is winner:
                 continue
             status = Status.ARCHIVED if arm.was_production else Status.TESTING
             _status_write(mlmodel=arm.mlmodel, status=status, created_by=stopped_by)
             moves.append(f"{arm.mlmodel} -> {status}")
-        _status_write(mlmodel=winner.mlmodel, status=Status.PRODUCTION, created_by=stopped_by)
+            if status == Status.ARCHIVED:
+                archived.append(_described(arm.mlmodel))
+        _status_write(mlmodel=winner.mlmodel, status=Status.PRODUCTION, created_by=stopped_by,
+                      event={"ab_test": ab_test.pk, "archived": archived})
         moves.insert(0, f"{winner.mlmodel} -> production")
 
         result["promoted"] = winner.mlmodel_id
@@ -297,4 +319,8 @@ def ab_test_stop(*, ab_test_id: int, stopped_by: str) -> ABTest:
             ab_statistics.summary_text(result) + "\nstatus changes: " + "; ".join(moves)
         )
         ab_test.save(update_fields=["ended_at", "results", "summary"])
+        webhooks.event_record(endpoint=ab_test.endpoint, type=EventType.ABTEST_STOPPED, data={
+            "ab_test": {"id": ab_test.pk, "title": ab_test.title},
+            "promoted": _described(winner.mlmodel), "status_changes": moves,
+            "summary": ab_test.summary, "by": stopped_by})
     return ab_test

@@ -2,6 +2,7 @@ from django.urls import re_path
 from rest_framework.routers import DefaultRouter
 
 from apps.endpoints import views
+from apps.webhooks.views import SubscriberViewSet
 
 
 class OptionalSlashRouter(DefaultRouter):
@@ -18,6 +19,7 @@ router.register("mlmodels", views.MLModelViewSet, basename="mlmodel")
 router.register("mlmodelstatuses", views.MLModelStatusViewSet, basename="mlmodelstatus")
 router.register("mlrequests", views.MLRequestViewSet, basename="mlrequest")
 router.register("abtests", views.ABTestViewSet, basename="abtest")
+router.register("subscribers", SubscriberViewSet, basename="subscriber")
 
 urlpatterns = [
     re_path(r"^(?P<endpoint_name>[-\w]+)/predict/?$", views.PredictView.as_view(), name="predict"),

@@ -1,0 +1,61 @@
+"""Staff see every subscriber, event, delivery and attempt; a pending delivery can be retried now."""
+from django.contrib import admin, messages
+
+from apps.webhooks import services
+from apps.webhooks.models import Attempt, Delivery, Event, Subscriber
+
+
+@admin.register(Subscriber)
+class SubscriberAdmin(admin.ModelAdmin):
+    list_display = ["id", "endpoint", "url", "active", "created_by", "created_at"]
+    list_filter = ["endpoint", "active"]
+    search_fields = ["url"]
+    fields = ["endpoint", "url", "active", "created_by", "created_at"]
+    readonly_fields = ["created_by", "created_at"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user.get_username()
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ["id", "type", "endpoint", "created_at"]
+    list_filter = ["type", "endpoint"]
+    readonly_fields = ["type", "endpoint", "payload", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+class AttemptInline(admin.TabularInline):
+    model = Attempt
+    fields = ["at", "status_code", "error", "seconds"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = ["id", "event", "subscriber", "state", "attempts", "next_attempt_at",
+                    "delivered_at"]
+    list_filter = ["state", "event__type"]
+    readonly_fields = ["event", "subscriber", "state", "attempts", "next_attempt_at",
+                       "delivered_at"]
+    inlines = [AttemptInline]
+    actions = ["retry_now"]
+    list_select_related = ["event", "subscriber"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Try the selected pending deliveries at once")
+    def retry_now(self, request, queryset):
+        for delivery in queryset:
+            services.delivery_retry_now(delivery=delivery)
+        self.message_user(request, "pending deliveries will be tried at once", messages.SUCCESS)
