@@ -47,8 +47,9 @@ def event_record(*, endpoint, type: str, data: dict) -> Event | None:
     return event
 
 
-def subscriber_create(*, endpoint, url: str, created_by: str, secret: str = "") -> Subscriber:
-    subscriber = Subscriber(endpoint=endpoint, url=url, created_by=created_by)
+def subscriber_create(*, endpoint, url: str, created_by: str, secret: str = "",
+                      active: bool = True) -> Subscriber:
+    subscriber = Subscriber(endpoint=endpoint, url=url, created_by=created_by, active=active)
     if secret:
         subscriber.secret = secret
     subscriber.save()

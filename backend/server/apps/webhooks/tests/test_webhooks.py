@@ -189,6 +189,10 @@ def test_subscribers_need_a_token_and_the_secret_is_shown_once(anon, api, regist
     listed = api.get("/api/v1/subscribers").json()["results"]
     assert [s["url"] for s in listed] == ["https://hooks.example/ml"]
     assert "secret" not in listed[0]
+    paused = api.post("/api/v1/subscribers", {**body, "active": False, "secret": "s" * 20},
+                      format="json")
+    assert paused.status_code == 201 and paused.json()["active"] is False
+    assert Subscriber.objects.get(pk=paused.json()["id"]).secret == "s" * 20
     refused = api.post("/api/v1/subscribers", {**body, "url": "not a url"}, format="json")
     assert refused.status_code == 400 and refused.json()["detail"].startswith("url:")
 
