@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "apps.endpoints",
     "apps.webhooks",
+    "apps.web",
 ]
 
 MIDDLEWARE = [

@@ -13,6 +13,7 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),
+    path("", include("apps.web.urls")),
     # Any other path under /api/ is a JSON 404, with DEBUG on too (Django's page is HTML).
     re_path(r"^api/", exceptions.api_not_found),
 ]

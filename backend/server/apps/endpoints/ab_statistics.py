@@ -130,3 +130,35 @@ def summary_text(result: dict) -> str:
                if result["tie"] else "highest accuracy")
         lines.append(f"leader: {names[result['leader']]} ({how})")
     return "\n".join(lines)
+
+
+def cumulative_accuracy(outcomes: list[tuple[float, bool]], max_points: int = 400) -> list[dict]:
+    """Accuracy after each feedback, in feedback order, with its 95% Wilson interval.
+
+    ``outcomes``: (time as a Unix timestamp, answered right?) in time order. Beyond
+    ``max_points`` feedbacks every k-th point is kept (and always the last), so a long test
+    still draws quickly; ``n`` says how many feedbacks each point stands on.
+    """
+    points, correct = [], 0
+    step = max(1, -(-len(outcomes) // max_points))
+    for n, (at, right) in enumerate(outcomes, start=1):
+        correct += right
+        if n % step and n != len(outcomes):
+            continue
+        low, high = wilson_interval(correct, n)
+        points.append({"t": at, "n": n, "accuracy": correct / n, "low": low, "high": high})
+    return points
+
+
+def comparison_sentence(comparison: dict, names: dict, *, running: bool) -> str:
+    """The comparison of two models in plain words, for a person deciding what to do."""
+    leader, other = names[comparison["leader"]], names[comparison["other"]]
+    points = 100 * comparison["difference"]
+    low, high = (100 * x for x in comparison["ci95"])
+    figures = f"95% CI {low:.1f} to {high:.1f}, p = {comparison['p_value']:.2g}"
+    if comparison["significant"]:
+        return (f"{leader} is {points:.1f} points more accurate than {other} ({figures}): "
+                f"significant at the 5% level")
+    ahead = (f"{leader} and {other} are equally accurate" if comparison["difference"] == 0
+             else f"{leader} is {points:.1f} points ahead of {other}")
+    return f"{ahead} ({figures}): cannot tell them apart{' yet' if running else ''}"

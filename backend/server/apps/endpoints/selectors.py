@@ -196,3 +196,55 @@ def ab_test_results(ab_test: ABTest) -> dict:
     if ab_test.ended_at is not None:
         return ab_test.results
     return ab_statistics.results(ab_test_counts(ab_test))
+
+
+def live_counts(mlmodel_ids: list[int]) -> dict[int, tuple[int, int, int]]:
+    """Per model, over every request it served: (requests, with feedback, answered right)."""
+    rows = (MLRequest.objects.filter(mlmodel__in=mlmodel_ids).values("mlmodel_id")
+            .annotate(n_requests=Count("id"), n_feedback=Count("feedback"),
+                      n_correct=Count("id", filter=Q(feedback=F("response")))))
+    return {r["mlmodel_id"]: (r["n_requests"], r["n_feedback"], r["n_correct"]) for r in rows}
+
+
+def feedback_outcomes(*, ab_test: ABTest | None = None,
+                      mlmodel: MLModel | None = None) -> dict[int, list[tuple[float, bool]]]:
+    """Per model, each feedback in time order: (its time as a Unix timestamp, answered right?).
+    Of one A/B test's requests, or of one model's."""
+    requests = MLRequest.objects.filter(feedback__isnull=False)
+    requests = requests.filter(ab_test=ab_test) if ab_test else requests.filter(mlmodel=mlmodel)
+    outcomes: dict[int, list[tuple[float, bool]]] = {}
+    for model_id, at, feedback, response in requests.order_by("feedback_at", "id").values_list(
+            "mlmodel_id", "feedback_at", "feedback", "response"):
+        outcomes.setdefault(model_id, []).append((at.timestamp(), feedback == response))
+    return outcomes
+
+
+def model_days(mlmodel: MLModel) -> list[dict]:
+    """Per day (UTC) the model served: requests, those with feedback, those answered right."""
+    from django.db.models.functions import TruncDate
+
+    return list(MLRequest.objects.filter(mlmodel=mlmodel)
+                .annotate(day=TruncDate("created_at")).values("day")
+                # Names that do not shadow fields ("feedback" is one).
+                .annotate(n_requests=Count("id"), n_feedback=Count("feedback"),
+                          n_correct=Count("id", filter=Q(feedback=F("response"))))
+                .order_by("day"))
+
+
+def endpoint_overview() -> list[dict]:
+    """Each endpoint with its production model, that model's live figures and a running test."""
+    endpoints = list(Endpoint.objects.all())
+    running = {t.endpoint_id: t for t in ABTest.objects.filter(ended_at__isnull=True)}
+    overview = []
+    for endpoint in endpoints:
+        try:
+            production = model_for_production(endpoint_name=endpoint.name)
+        except NotFound:
+            production = None
+        overview.append({"endpoint": endpoint, "production": production,
+                         "running_test": running.get(endpoint.pk)})
+    counts = live_counts([o["production"].pk for o in overview if o["production"]])
+    for row in overview:
+        if row["production"]:
+            row["counts"] = counts.get(row["production"].pk, (0, 0, 0))
+    return overview

@@ -1,5 +1,6 @@
 """Output serializers for the catalog, and small input serializers that only parse."""
 from django.http import QueryDict
+from django.urls import reverse
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
@@ -17,16 +18,33 @@ class EndpointSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at"]
 
 
+class PageField(serializers.Field):
+    """The URL of an object's web page (apps/web), absolute when the request is known."""
+
+    def __init__(self, view_name: str, **kwargs):
+        self.view_name = view_name
+        super().__init__(source="pk", read_only=True, **kwargs)
+
+    def to_representation(self, pk) -> str:
+        path = reverse(self.view_name, args=[pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+extend_schema_field({"type": "string", "format": "uri"})(PageField)
+
+
 class MLModelSerializer(serializers.ModelSerializer):
     endpoint_name = serializers.CharField(source="endpoint.name", read_only=True)
     status = serializers.CharField(source="current_status", read_only=True, allow_null=True)
+    page = PageField("web:model", help_text="The model version's web page.")
 
     class Meta:
         model = MLModel
         fields = [
             "id", "endpoint", "endpoint_name", "name", "description", "code", "version", "owner",
             "created_at", "status", "artifact_path", "artifact_sha256", "artifact_format",
-            "metrics", "classes",
+            "metrics", "classes", "page",
         ]
         read_only_fields = fields
 
@@ -216,12 +234,13 @@ class ABTestSerializer(serializers.ModelSerializer):
     parent_mlmodel_1 = serializers.SerializerMethodField()
     parent_mlmodel_2 = serializers.SerializerMethodField()
     results = serializers.SerializerMethodField()
+    page = PageField("web:abtest", help_text="The test's web page: figures, chart, stop.")
 
     class Meta:
         model = ABTest
         fields = ["id", "title", "endpoint", "endpoint_name", "state", "created_by",
                   "created_at", "ended_at", "models", "parent_mlmodel_1", "parent_mlmodel_2",
-                  "results", "summary"]
+                  "results", "summary", "page"]
         read_only_fields = fields
 
     def get_state(self, obj) -> str:

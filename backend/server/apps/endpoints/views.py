@@ -156,4 +156,4 @@ class StopABTestView(APIView):
         data.is_valid(raise_exception=True)
         ab_test = services.ab_test_stop(ab_test_id=int(ab_test_id), **data.validated_data)
         ab_test = selectors.ab_test_list().get(pk=ab_test.pk)
-        return Response(serializers.ABTestSerializer(ab_test).data)
+        return Response(serializers.ABTestSerializer(ab_test, context={"request": request}).data)

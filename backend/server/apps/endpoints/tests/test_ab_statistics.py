@@ -1,6 +1,8 @@
 """A/B statistics against values computed by hand (and checked against published tables)."""
 import pytest
 
+from apps.endpoints import ab_statistics
+
 from apps.endpoints.ab_statistics import (
     ArmCounts, results, summary_text, two_proportion_test, wilson_interval,
 )
@@ -81,3 +83,31 @@ def test_summary_text_states_figures_and_how_sure_the_comparison_is():
     assert "m2 1 vs m1 1: difference +15.0 points (95% CI +2.8 to +27.2), p = 0.0175, " \
            "significant at the 5% level" in text
     assert text.endswith("leader: m2 1 (highest accuracy)")
+
+
+def test_the_comparison_in_plain_words():
+    names = {1: "B", 2: "A"}
+    significant = {"leader": 1, "other": 2, "difference": 0.031, "ci95": [0.004, 0.058],
+                   "p_value": 0.02, "significant": True}
+    assert ab_statistics.comparison_sentence(significant, names, running=True) == (
+        "B is 3.1 points more accurate than A (95% CI 0.4 to 5.8, p = 0.02): significant at "
+        "the 5% level")
+    unsure = {**significant, "ci95": [-0.01, 0.072], "p_value": 0.49, "significant": False}
+    assert ab_statistics.comparison_sentence(unsure, names, running=True).endswith(
+        "p = 0.49): cannot tell them apart yet")
+    assert ab_statistics.comparison_sentence(unsure, names, running=False).endswith(
+        "cannot tell them apart")
+    tie = {**unsure, "difference": 0.0}
+    assert ab_statistics.comparison_sentence(tie, names, running=True).startswith(
+        "B and A are equally accurate")
+
+
+def test_cumulative_accuracy_has_a_point_per_feedback_with_its_interval():
+    outcomes = [(10.0, True), (11.0, False), (12.0, True), (13.0, True)]
+    points = ab_statistics.cumulative_accuracy(outcomes)
+    assert [(p["t"], p["n"], p["accuracy"]) for p in points] == [
+        (10.0, 1, 1.0), (11.0, 2, 0.5), (12.0, 3, 2 / 3), (13.0, 4, 0.75)]
+    assert all(p["low"] <= p["accuracy"] <= p["high"] for p in points)
+    many = ab_statistics.cumulative_accuracy([(float(i), i % 2 == 0) for i in range(1000)],
+                                             max_points=100)
+    assert len(many) == 100 and many[-1]["n"] == 1000
