@@ -182,6 +182,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1024 * 1024)
 WEBHOOK_BACKOFF = float(os.environ.get("WEBHOOK_BACKOFF", "5"))
 WEBHOOK_MAX_BACKOFF = float(os.environ.get("WEBHOOK_MAX_BACKOFF", "3600"))
 WEBHOOK_TIMEOUT = float(os.environ.get("WEBHOOK_TIMEOUT", "10"))
+# Subscribers may be on loopback or private addresses only when this is on (apps/webhooks).
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE")
 
 # /metrics is scraped from each app instance (nginx does not pass it on); with a token set, a
 # scrape must send it as "Authorization: Bearer <token>".

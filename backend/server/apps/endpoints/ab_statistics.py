@@ -58,7 +58,8 @@ def two_proportion_test(correct_a: int, n_a: int, correct_b: int, n_b: int) -> d
     se = math.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
     return {
         "difference": difference,
-        "ci95": [difference - Z95 * se, difference + Z95 * se],
+        # A difference of two proportions lies in [-1, 1]; the Wald interval may not.
+        "ci95": [max(-1.0, difference - Z95 * se), min(1.0, difference + Z95 * se)],
         "z": z,
         "p_value": p_value,
         "significant": p_value < ALPHA,

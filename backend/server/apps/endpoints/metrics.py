@@ -21,6 +21,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                Histogram, generate_latest, multiprocess)
 
 PREFIX = "mlregistry"
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 # Model calls take microseconds (ONNX) to milliseconds (joblib, batches): finer low buckets.
 MODEL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                  0.5, 1.0)
@@ -41,8 +42,7 @@ feedback_agreeing = Counter(
     f"{PREFIX}_feedback_agreeing", "Feedback that agrees with the label the model served.",
     ["endpoint", "model", "version"])
 rate_limited = Counter(
-    f"{PREFIX}_rate_limited_requests", "Predict requests refused by the rate limit.",
-    ["endpoint"])
+    f"{PREFIX}_rate_limited_requests", "Predict requests refused by the rate limit.")
 artifacts_refused = Counter(
     f"{PREFIX}_artifacts_refused", "Model loads refused: checksum, store, catalogue or loader.",
     ["model", "version", "reason"])
@@ -69,7 +69,10 @@ class RequestTimer:
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
         route = (match.view_name or match.route) if match else "unmatched"
-        request_seconds.labels(route, request.method, str(response.status_code)).observe(
+        # Labels from what the service defines, never from what a client may invent: any HTTP
+        # method name is accepted on the wire, and each would be a series of its own.
+        method = request.method if request.method in METHODS else "other"
+        request_seconds.labels(route, method, str(response.status_code)).observe(
             time.perf_counter() - started)
         return response
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import TruncDate
 
 from apps.endpoints import ab_statistics
 from apps.endpoints.ab_statistics import ArmCounts
@@ -211,7 +212,12 @@ def feedback_outcomes(*, ab_test: ABTest | None = None,
     """Per model, each feedback in time order: (its time as a Unix timestamp, answered right?).
     Of one A/B test's requests, or of one model's."""
     requests = MLRequest.objects.filter(feedback__isnull=False)
-    requests = requests.filter(ab_test=ab_test) if ab_test else requests.filter(mlmodel=mlmodel)
+    if ab_test is None:
+        requests = requests.filter(mlmodel=mlmodel)
+    else:  # a stopped test's figures are those it was decided on: feedback until the stop
+        requests = requests.filter(ab_test=ab_test)
+        if ab_test.ended_at is not None:
+            requests = requests.filter(feedback_at__lte=ab_test.ended_at)
     outcomes: dict[int, list[tuple[float, bool]]] = {}
     for model_id, at, feedback, response in requests.order_by("feedback_at", "id").values_list(
             "mlmodel_id", "feedback_at", "feedback", "response"):
@@ -221,8 +227,6 @@ def feedback_outcomes(*, ab_test: ABTest | None = None,
 
 def model_days(mlmodel: MLModel) -> list[dict]:
     """Per day (UTC) the model served: requests, those with feedback, those answered right."""
-    from django.db.models.functions import TruncDate
-
     return list(MLRequest.objects.filter(mlmodel=mlmodel)
                 .annotate(day=TruncDate("created_at")).values("day")
                 # Names that do not shadow fields ("feedback" is one).

@@ -61,9 +61,10 @@ def _status_write(*, mlmodel: MLModel, status: str, created_by: str,
         created_by=created_by,
     )
     if status == Status.PRODUCTION:  # told to subscribers if, and when, this commits
+        event = event or {}
         webhooks.event_record(endpoint=mlmodel.endpoint, type=EventType.MODEL_PROMOTED, data={
-            "model": _described(mlmodel), "archived": archived, "ab_test": None,
-            "by": created_by, **(event or {})})
+            "model": _described(mlmodel), "archived": archived + event.get("archived", []),
+            "ab_test": event.get("ab_test"), "by": created_by})
     return written
 
 
@@ -196,14 +197,16 @@ def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:
             f"feedback {feedback!r} is not a label of this model; expected one of: "
             + ", ".join(repr(c) for c in classes)
         )
+    first = mlrequest.feedback is None
     mlrequest.feedback = feedback
     mlrequest.feedback_at = timezone.now()
     mlrequest.save(update_fields=["feedback", "feedback_at"])
-    model = mlrequest.mlmodel
-    labels = (model.endpoint.name, model.name, model.version)
-    metrics.feedback.labels(*labels).inc()
-    if feedback == mlrequest.response:
-        metrics.feedback_agreeing.labels(*labels).inc()
+    if first:  # counters only go up: a request's feedback is counted when it first arrives
+        model = mlrequest.mlmodel
+        labels = (model.endpoint.name, model.name, model.version)
+        metrics.feedback.labels(*labels).inc()
+        if feedback == mlrequest.response:
+            metrics.feedback_agreeing.labels(*labels).inc()
     return mlrequest
 
 
@@ -211,13 +214,8 @@ def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:
 MAX_WEIGHT = 1e6
 
 
-def ab_test_create(
-    *, title: str, created_by: str, mlmodels: list[MLModel], split: list[float] | None = None
-) -> ABTest:
-    """Start an A/B test: the models move to ``ab_testing`` in one transaction.
-
-    ``split`` holds one positive weight per model (default: equal shares).
-    """
+def _test_definition_checked(mlmodels: list[MLModel], split: list[float] | None) -> list[float]:
+    """The split of a test of ``mlmodels``: InvalidInput naming what is wrong with either."""
     if len(mlmodels) < 2:
         raise InvalidInput(f"an A/B test needs at least two models, got {len(mlmodels)}")
     ids = [m.pk for m in mlmodels]
@@ -237,7 +235,18 @@ def ab_test_create(
     if not all(0 < w <= MAX_WEIGHT for w in split):
         raise InvalidInput(f"split: weights must be positive numbers up to {MAX_WEIGHT:g}, "
                            f"got {split}")
+    return split
 
+
+def ab_test_create(
+    *, title: str, created_by: str, mlmodels: list[MLModel], split: list[float] | None = None
+) -> ABTest:
+    """Start an A/B test: the models move to ``ab_testing`` in one transaction.
+
+    ``split`` holds one positive weight per model (default: equal shares).
+    """
+    split = _test_definition_checked(mlmodels, split)
+    ids = [m.pk for m in mlmodels]
     with transaction.atomic():
         endpoint = _lock_endpoint(mlmodels[0].endpoint_id)
         running = ABTest.objects.filter(endpoint=endpoint, ended_at__isnull=True).first()
@@ -270,6 +279,26 @@ def ab_test_create(
     return ab_test
 
 
+def _promote_leader(ab_test: ABTest, leader: int, stopped_by: str):
+    """The stop's status changes: the leader to production, the incumbent (if it lost) to
+    archived, the others back to testing. Returns the winning arm and the changes in words."""
+    arms = {arm.mlmodel_id: arm for arm in ab_test.arms.all()}  # prefetched with the lock
+    winner = arms[leader]
+    moves, archived = [], []
+    for arm in arms.values():
+        if arm is winner:
+            continue
+        status = Status.ARCHIVED if arm.was_production else Status.TESTING
+        _status_write(mlmodel=arm.mlmodel, status=status, created_by=stopped_by)
+        moves.append(f"{arm.mlmodel} -> {status}")
+        if status == Status.ARCHIVED:
+            archived.append(_described(arm.mlmodel))
+    _status_write(mlmodel=winner.mlmodel, status=Status.PRODUCTION, created_by=stopped_by,
+                  event={"ab_test": {"id": ab_test.pk, "title": ab_test.title},
+                         "archived": archived})
+    return winner, [f"{winner.mlmodel} -> production", *moves]
+
+
 def ab_test_stop(*, ab_test_id: int, stopped_by: str) -> ABTest:
     """End a test and promote its most accurate model, all in one transaction.
 
@@ -296,20 +325,7 @@ def ab_test_stop(*, ab_test_id: int, stopped_by: str) -> ABTest:
                 + ", ".join(waiting) + "; the test keeps running"
             )
         result = ab_statistics.results(counts)
-        arms = {arm.mlmodel_id: arm for arm in ab_test.arms.all()}  # prefetched with the lock
-        winner = arms[result["leader"]]
-        moves, archived = [], []
-        for arm in arms.values():
-            if arm is winner:
-                continue
-            status = Status.ARCHIVED if arm.was_production else Status.TESTING
-            _status_write(mlmodel=arm.mlmodel, status=status, created_by=stopped_by)
-            moves.append(f"{arm.mlmodel} -> {status}")
-            if status == Status.ARCHIVED:
-                archived.append(_described(arm.mlmodel))
-        _status_write(mlmodel=winner.mlmodel, status=Status.PRODUCTION, created_by=stopped_by,
-                      event={"ab_test": ab_test.pk, "archived": archived})
-        moves.insert(0, f"{winner.mlmodel} -> production")
+        winner, moves = _promote_leader(ab_test, result["leader"], stopped_by)
 
         result["promoted"] = winner.mlmodel_id
         result["stopped_by"] = stopped_by

@@ -115,7 +115,7 @@ class PredictRateThrottle(BaseThrottle):
             cache.decr(key, asked)  # refused rows do not spend the budget
         except Exception:  # the window just ended, or the cache just failed: refused all the same
             pass
-        metrics.rate_limited.labels(view.kwargs.get("endpoint_name", "")).inc()
+        metrics.rate_limited.inc()
         return False
 
     def client(self, request) -> str:

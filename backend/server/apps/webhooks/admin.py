@@ -10,8 +10,12 @@ class SubscriberAdmin(admin.ModelAdmin):
     list_display = ["id", "endpoint", "url", "active", "created_by", "created_at"]
     list_filter = ["endpoint", "active"]
     search_fields = ["url"]
-    fields = ["endpoint", "url", "active", "created_by", "created_at"]
     readonly_fields = ["created_by", "created_at"]
+
+    def get_fields(self, request, obj=None):
+        # The secret is shown once, on the form that creates the subscriber (copy it there).
+        shown = ["endpoint", "url", "active"] + (["secret"] if obj is None else [])
+        return shown + ["created_by", "created_at"]
 
     def save_model(self, request, obj, form, change):
         if not change:

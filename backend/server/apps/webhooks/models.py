@@ -7,11 +7,21 @@ do its deliveries; if it rolls back, nobody hears of it. The delivery worker
 """
 import secrets
 
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from apps.webhooks import addresses
 
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
+
+
+def public_url(url: str) -> None:
+    try:
+        addresses.check_url(url)
+    except addresses.Refused as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class EventType(models.TextChoices):
@@ -23,7 +33,7 @@ class EventType(models.TextChoices):
 class Subscriber(models.Model):
     endpoint = models.ForeignKey("endpoints.Endpoint", on_delete=models.CASCADE,
                                  related_name="subscribers")
-    url = models.URLField(max_length=500)
+    url = models.URLField(max_length=500, validators=[public_url])
     secret = models.CharField(max_length=128, default=new_secret,
                               help_text="Signs every delivery (HMAC-SHA256); never shown again.")
     active = models.BooleanField(default=True)
@@ -59,11 +69,15 @@ class Delivery(models.Model):
         DELIVERED = "delivered"
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
-    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE,
+    # A subscriber with deliveries on record is paused (active false), not deleted: its
+    # deliveries and their attempts stay where staff can see them.
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.PROTECT,
                                    related_name="deliveries")
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(db_index=True)
+    lease = models.CharField(max_length=32, blank=True,
+                             help_text="Held by the worker posting it now; empty otherwise.")
     delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -15,5 +15,12 @@ class SubscriberSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_by", "created_at"]
 
 
+    def validate_endpoint(self, endpoint):
+        if self.instance is not None and endpoint != self.instance.endpoint:
+            raise serializers.ValidationError("a subscriber stays with its endpoint; create "
+                                              "another for this one")
+        return endpoint
+
+
 class SubscriberCreatedSerializer(SubscriberSerializer):
     secret = serializers.CharField(read_only=True)

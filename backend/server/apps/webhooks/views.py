@@ -1,9 +1,11 @@
 """Subscribers of an endpoint's events. Every method needs an API token or a staff session:
 a subscriber's URL and secret are not for anonymous readers."""
+from django.db.models import ProtectedError
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
+from apps.endpoints.exceptions import Conflict
 from apps.endpoints.permissions import TokenOrStaff
 from apps.webhooks import services
 from apps.webhooks.models import Subscriber
@@ -20,6 +22,13 @@ class SubscriberViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin,
     serializer_class = SubscriberSerializer
     permission_classes = [TokenOrStaff]
     filterset_fields = ["endpoint", "active"]
+
+    def perform_destroy(self, instance):
+        try:
+            instance.delete()
+        except ProtectedError:
+            raise Conflict(f"subscriber {instance.pk} has deliveries on record: pause it "
+                           f"(PATCH {{\"active\": false}}) instead of deleting it") from None
 
     def create(self, request, *args, **kwargs):
         data = self.get_serializer(data=request.data)

@@ -69,6 +69,15 @@ def test_the_ab_test_page_has_every_figure_and_the_comparison_in_words(client, a
     assert [len(s["points"]) for s in data["series"]] == [4, 2]  # a point per feedback
 
 
+def test_a_stopped_test_charts_the_feedback_it_was_decided_on(staff, client, ab_test):
+    staff.post(f"/abtests/{ab_test.pk}/stop")
+    waiting = ab_test.requests.get(feedback__isnull=True)  # the extra trees' third request
+    services.feedback_set(mlrequest=waiting, feedback="<=50K")  # arrives after the stop
+    data = client.get(f"/abtests/{ab_test.pk}/data").json()
+    assert [len(s["points"]) for s in data["series"]] == [4, 2]
+    assert [m["feedback"] for m in data["models"]] == [4, 2]  # the frozen table agrees
+
+
 def test_only_staff_see_and_use_the_stop_button(client, staff, ab_test, django_user_model):
     assert 'id="stop"' in staff.get(f"/abtests/{ab_test.pk}").content.decode()
     plain = django_user_model.objects.create_user("visitor")

@@ -20,7 +20,7 @@ class Receiver:
     """A local HTTP server standing in for a subscriber: answers each POST with the next status
     of ``statuses`` (the last one from then on) and keeps what it received."""
 
-    def __init__(self, statuses=(200,)):
+    def __init__(self, statuses=(200,), port=0):
         self.statuses, self.received = list(statuses), []
         receiver = self
 
@@ -37,7 +37,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -50,13 +50,19 @@ class Receiver:
 def receiver():
     made = []
 
-    def make(statuses=(200,)):
-        made.append(Receiver(statuses))
+    def make(statuses=(200,), port=0):
+        made.append(Receiver(statuses, port))
         return made[-1]
 
     yield make
     for r in made:
         r.close()
+
+
+@pytest.fixture(autouse=True)
+def local_receivers(settings):
+    """The receivers here listen on loopback, which subscribers may only use when allowed."""
+    settings.WEBHOOK_ALLOW_PRIVATE = True
 
 
 @pytest.fixture
@@ -115,7 +121,7 @@ def test_starting_and_stopping_a_test_are_told(registered, subscribe, sample_row
     assert events["abtest.started"]["ab_test"] == {"id": test.pk, "title": "rf vs et"}
     assert [m["weight"] for m in events["abtest.started"]["models"]] == [1.0, 1.0]
     assert events["abtest.stopped"]["promoted"] == events["model.promoted"]["model"]
-    assert events["model.promoted"]["ab_test"] == test.pk
+    assert events["model.promoted"]["ab_test"] == {"id": test.pk, "title": "rf vs et"}
     assert events["abtest.stopped"]["by"] == "bob" and "summary" in events["abtest.stopped"]
 
 
@@ -158,14 +164,13 @@ def test_a_receiver_that_fails_first_gets_the_event_on_a_later_try(registered, s
 def test_a_receiver_that_is_down_loses_nothing(registered, subscribe, receiver):
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
-        down = f"http://127.0.0.1:{unused.getsockname()[1]}/hook"
-    subscriber = subscribe(down)
+        port = unused.getsockname()[1]
+    subscribe(f"http://127.0.0.1:{port}/hook")  # nothing listens there yet
     promote(registered)
     assert webhooks.deliver_due() == 1
     attempt = Attempt.objects.get()
     assert attempt.status_code is None and "ConnectionError" in attempt.error
-    hook = receiver()
-    Subscriber.objects.filter(pk=subscriber.pk).update(url=hook.url)  # it comes back
+    hook = receiver(port=port)  # it comes back, where it was
     webhooks.delivery_retry_now(delivery=Delivery.objects.get())
     call_command("deliver_webhooks", "--once")
     assert Delivery.objects.get().state == "delivered" and len(hook.received) == 1
@@ -181,13 +186,13 @@ def test_backoff_doubles_up_to_its_cap(settings):
 
 def test_subscribers_need_a_token_and_the_secret_is_shown_once(anon, api, registered):
     endpoint = registered["random forest"].endpoint_id
-    body = {"endpoint": endpoint, "url": "https://hooks.example/ml"}
+    body = {"endpoint": endpoint, "url": "https://93.184.216.34/ml"}
     assert anon.post("/api/v1/subscribers", body, format="json").status_code == 401
     created = api.post("/api/v1/subscribers", body, format="json")
     assert created.status_code == 201 and len(created.json()["secret"]) >= 32
     assert anon.get("/api/v1/subscribers").status_code == 401
     listed = api.get("/api/v1/subscribers").json()["results"]
-    assert [s["url"] for s in listed] == ["https://hooks.example/ml"]
+    assert [s["url"] for s in listed] == ["https://93.184.216.34/ml"]
     assert "secret" not in listed[0]
     paused = api.post("/api/v1/subscribers", {**body, "active": False, "secret": "s" * 20},
                       format="json")
@@ -215,7 +220,8 @@ def test_the_worker_delivers_in_a_process_of_its_own_and_stops_on_sigterm(transa
     webhooks.subscriber_create(endpoint=endpoint, url=hook.url, created_by="ann")
     log = open(tmp_path / "worker.log", "w")
     worker = spawn([sys.executable, "manage.py", "deliver_webhooks", "--interval", "0.2"],
-                   cwd=SERVER_DIR, env=server_env(WEBHOOK_BACKOFF="0.5"), stdout=log, stderr=log)
+                   cwd=SERVER_DIR, env=server_env(WEBHOOK_BACKOFF="0.5", WEBHOOK_ALLOW_PRIVATE="1"),
+                   stdout=log, stderr=log)
     try:
         services.mlmodel_status_set(mlmodel=MLModel.objects.get(name="extra trees"),
                                     status="production", created_by="ann")
@@ -227,3 +233,80 @@ def test_the_worker_delivers_in_a_process_of_its_own_and_stops_on_sigterm(transa
         stop(worker)
         log.close()
     assert list(Attempt.objects.values_list("status_code", flat=True)) == [500, 200]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:5432/", "http://169.254.169.254/latest/",
+                                 "http://10.0.0.5/hook", "http://[::1]/hook",
+                                 "http://192.168.1.1/", "ftp://93.184.216.34/"])
+def test_subscribers_go_to_public_addresses_only(api, registered, settings, url):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    response = api.post("/api/v1/subscribers", {
+        "endpoint": registered["random forest"].endpoint_id, "url": url}, format="json")
+    assert response.status_code == 400 and response.json()["detail"].startswith("url:")
+    assert Subscriber.objects.count() == 0
+
+
+def test_a_private_address_is_refused_at_delivery_too(registered, subscribe, receiver,
+                                                      settings):
+    hook = receiver()
+    subscribe(hook.url)
+    promote(registered)
+    settings.WEBHOOK_ALLOW_PRIVATE = False  # turned off after the subscriber was saved
+    webhooks.deliver_due()
+    assert hook.received == [] and "is not a public address" in Attempt.objects.get().error
+
+
+def test_a_paused_subscriber_keeps_its_deliveries_for_later(registered, subscribe, receiver):
+    hook = receiver()
+    subscriber = subscribe(hook.url)
+    promote(registered)
+    Subscriber.objects.filter(pk=subscriber.pk).update(active=False)
+    assert webhooks.deliver_due() == 0 and Delivery.objects.get().state == "pending"
+    Subscriber.objects.filter(pk=subscriber.pk).update(active=True)
+    assert webhooks.deliver_due() == 1 and len(hook.received) == 1
+
+
+def test_a_subscriber_with_deliveries_is_paused_not_deleted(api, registered, subscribe):
+    subscriber = subscribe("http://93.184.216.34/hook")
+    promote(registered)
+    response = api.delete(f"/api/v1/subscribers/{subscriber.pk}")
+    assert response.status_code == 409 and "pause it" in response.json()["detail"]
+    assert Delivery.objects.count() == 1
+    fresh = subscribe("http://93.184.216.35/hook")
+    assert api.delete(f"/api/v1/subscribers/{fresh.pk}").status_code == 204
+
+
+def test_a_worker_whose_lease_ran_out_does_not_overwrite_the_record(registered, subscribe,
+                                                                    receiver, monkeypatch):
+    hook = receiver()
+    subscribe(hook.url)
+    promote(registered)
+    real_post = webhooks._post
+
+    def slow_post(delivery):  # meanwhile the lease ran out and another worker took it
+        Delivery.objects.filter(pk=delivery.pk).update(lease="another-worker")
+        return real_post(delivery)
+
+    monkeypatch.setattr(webhooks, "_post", slow_post)
+    assert webhooks.deliver_one()
+    delivery = Delivery.objects.get()
+    assert (delivery.state, delivery.attempts, delivery.lease) == ("pending", 0,
+                                                                   "another-worker")
+    assert Attempt.objects.count() == 0
+
+
+def test_the_promotion_names_every_model_it_archived(registered, subscribe, sample_row):
+    """A test between two versions while a third holds production: the winner archives it."""
+    subscribe("http://93.184.216.34/hook")
+    rf, et = registered["random forest"], registered["extra trees"]
+    third = services.mlmodel_create(endpoint=rf.endpoint, name="rf", version="2", code=rf.code,
+                                    owner="ann", artifact_path=rf.artifact_path)
+    test = services.ab_test_create(title="et vs rf2", created_by="ann", mlmodels=[et, third])
+    for model in (et, third):
+        answered = predictions.prediction_create(endpoint_name="classifier",
+                                                 input_data=sample_row, status="ab_testing",
+                                                 name=model.name)
+        services.feedback_set(mlrequest=answered, feedback="<=50K")
+    services.ab_test_stop(ab_test_id=test.pk, stopped_by="ann")
+    promoted = Event.objects.get(type="model.promoted").payload["data"]
+    assert {"id": rf.pk, "name": "random forest", "version": "0.0.1"} in promoted["archived"]
