@@ -41,16 +41,24 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset.filter(current_status=self.value()) if self.value() else queryset
 
 
-class MLModelStatusInline(admin.TabularInline):
-    model = MLModelStatus
-    fields = ["status", "active", "created_by", "created_at"]
-    readonly_fields = fields
+class RecordInline(admin.TabularInline):
+    """Rows that are a record (status history, test arms, delivery attempts): shown, never
+    added, edited or deleted here."""
+
     extra = 0
     can_delete = False
-    ordering = ["-id"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
 
     def has_add_permission(self, request, obj=None):
         return False
+
+
+class MLModelStatusInline(RecordInline):
+    model = MLModelStatus
+    fields = ["status", "active", "created_by", "created_at"]
+    ordering = ["-id"]
 
 
 @admin.register(MLModel)
@@ -115,15 +123,9 @@ class MLRequestAdmin(admin.ModelAdmin):
         return False
 
 
-class ABTestArmInline(admin.TabularInline):
+class ABTestArmInline(RecordInline):
     model = ABTestArm
     fields = ["mlmodel", "weight"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ABTest)

@@ -1,6 +1,7 @@
 """Staff see every subscriber, event, delivery and attempt; a pending delivery can be retried now."""
 from django.contrib import admin, messages
 
+from apps.endpoints.admin import RecordInline
 from apps.webhooks import services
 from apps.webhooks.models import Attempt, Delivery, Event, Subscriber
 
@@ -33,15 +34,9 @@ class EventAdmin(admin.ModelAdmin):
         return False
 
 
-class AttemptInline(admin.TabularInline):
+class AttemptInline(RecordInline):
     model = Attempt
     fields = ["at", "status_code", "error", "seconds"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Delivery)

@@ -310,3 +310,22 @@ def test_the_promotion_names_every_model_it_archived(registered, subscribe, samp
     services.ab_test_stop(ab_test_id=test.pk, stopped_by="ann")
     promoted = Event.objects.get(type="model.promoted").payload["data"]
     assert {"id": rf.pk, "name": "random forest", "version": "0.0.1"} in promoted["archived"]
+
+
+def test_staff_see_deliveries_with_their_attempts(admin_client, registered, subscribe,
+                                                  receiver):
+    hook = receiver(statuses=[500, 200])
+    subscribe(hook.url)
+    promote(registered)
+    webhooks.deliver_due()
+    delivery = Delivery.objects.get()
+    for url in ("/admin/webhooks/subscriber/", "/admin/webhooks/event/",
+                "/admin/webhooks/delivery/", f"/admin/webhooks/delivery/{delivery.pk}/change/"):
+        assert admin_client.get(url).status_code == 200
+    page = admin_client.get(f"/admin/webhooks/delivery/{delivery.pk}/change/").content.decode()
+    assert "HTTP 500" in page
+    admin_client.post("/admin/webhooks/delivery/", {"action": "retry_now",
+                                                    "_selected_action": [delivery.pk]})
+    assert webhooks.deliver_due() == 1 and Delivery.objects.get().state == "delivered"
+    add_form = admin_client.get("/admin/webhooks/subscriber/add/").content.decode()
+    assert 'name="secret"' in add_form  # shown once, where it is made
