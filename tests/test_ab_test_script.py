@@ -21,7 +21,7 @@ def test_start_stop_promotes_the_more_accurate_model(live_server_url):
     assert "sent 120 rows of adult.test, 0 failed" in run.stdout
     assert "stopped A/B test" in run.stdout and "to production" in run.stdout
 
-    test = requests.get(f"{live_server_url}/api/v1/abtests", timeout=10).json()["results"][0]
+    test = requests.get(f"{live_server_url}/api/v1/abtests", timeout=60).json()["results"][0]
     assert test["state"] == "stopped"
     figures = {m["mlmodel"]: m for m in test["results"]["models"]}
     assert sum(m["requests"] for m in figures.values()) == 120
@@ -29,7 +29,7 @@ def test_start_stop_promotes_the_more_accurate_model(live_server_url):
     winner = max(figures.values(), key=lambda m: (m["accuracy"], m["was_production"]))
     assert test["results"]["promoted"] == winner["mlmodel"]
     production = requests.get(f"{live_server_url}/api/v1/mlmodels?status=production",
-                              timeout=10).json()["results"]
+                              timeout=60).json()["results"]
     assert [m["id"] for m in production] == [winner["mlmodel"]]
     assert f"promoted {winner['name']} {winner['version']} to production" in run.stdout
 

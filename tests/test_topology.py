@@ -38,7 +38,7 @@ def _missing():
     if found != set(REPLICAS):
         return "'wsgiserver' does not resolve to 127.0.0.2 and 127.0.0.3 (.ci/run adds them)"
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=10).ping()
     except redis.RedisError:
         return f"no Redis answers at {REDIS_URL} (.ci/run starts one)"
     return None
@@ -94,21 +94,21 @@ def auth(stack) -> dict:
 
 def test_static_files_come_from_nginx(stack):
     path = "admin/css/base.css"
-    response = requests.get(f"{stack['url']}/static/{path}", timeout=10)
+    response = requests.get(f"{stack['url']}/static/{path}", timeout=60)
     assert response.status_code == 200
     assert response.content == (stack["static"] / path).read_bytes()
     assert response.headers["Server"].startswith("nginx")
     # gunicorn itself serves no static files with DEBUG off: nginx answered.
-    assert requests.get(f"{stack['replicas'][0]}/static/{path}", timeout=10).status_code == 404
+    assert requests.get(f"{stack['replicas'][0]}/static/{path}", timeout=60).status_code == 404
 
 
 def test_predict_feedback_and_health_through_nginx(stack, sample_row):
     url = stack["url"]
-    assert requests.get(f"{url}/health/ready", timeout=10).json()["status"] == "ok"
-    answer = requests.post(f"{url}/api/v1/classifier/predict", json=sample_row, timeout=10)
+    assert requests.get(f"{url}/health/ready", timeout=60).json()["status"] == "ok"
+    answer = requests.post(f"{url}/api/v1/classifier/predict", json=sample_row, timeout=60)
     assert answer.status_code == 200 and answer.json()["label"] == "<=50K"
     feedback = requests.put(f"{url}/api/v1/mlrequests/{answer.json()['request_id']}",
-                            json={"feedback": "<=50K"}, headers=auth(stack), timeout=10)
+                            json={"feedback": "<=50K"}, headers=auth(stack), timeout=60)
     assert feedback.status_code == 200 and feedback.json()["feedback"] == "<=50K"
 
 
@@ -127,15 +127,15 @@ def test_a_body_over_the_limit_is_a_json_413_from_nginx_too(stack, sample_row):
 
 def test_metrics_are_scraped_from_the_instances_not_through_nginx(stack, sample_row):
     requests.post(f"{stack['replicas'][0]}/api/v1/classifier/predict", json=sample_row,
-                  timeout=10)
-    assert requests.get(f"{stack['url']}/metrics", timeout=10).status_code == 404
-    direct = requests.get(f"{stack['replicas'][0]}/metrics", timeout=10)
+                  timeout=60)
+    assert requests.get(f"{stack['url']}/metrics", timeout=60).status_code == 404
+    direct = requests.get(f"{stack['replicas'][0]}/metrics", timeout=60)
     assert direct.status_code == 200 and "mlregistry_predictions_total" in direct.text
 
 
 def test_nginx_spreads_requests_over_both_instances(stack, sample_row):
     for _ in range(20):
-        requests.post(f"{stack['url']}/api/v1/classifier/predict", json=sample_row, timeout=10)
+        requests.post(f"{stack['url']}/api/v1/classifier/predict", json=sample_row, timeout=60)
     served = served_by_replica(stack, 20)
     assert all(count > 0 for count in served.values()), served
     assert sum(served.values()) == 20
@@ -146,17 +146,17 @@ def test_a_promotion_through_one_instance_is_seen_by_the_other_at_once(stack, sa
     # Both instances have served, and so cached, the current production model.
     for base in (first, second):
         assert requests.post(f"{base}/api/v1/classifier/predict", json=sample_row,
-                             timeout=10).json()["model"]["name"] == "random forest"
+                             timeout=60).json()["model"]["name"] == "random forest"
     models = {m["name"]: m["id"] for m in
-              requests.get(f"{first}/api/v1/mlmodels", timeout=10).json()["results"]}
-    promoted = requests.post(f"{first}/api/v1/mlmodelstatuses", timeout=10, headers=auth(stack),
+              requests.get(f"{first}/api/v1/mlmodels", timeout=60).json()["results"]}
+    promoted = requests.post(f"{first}/api/v1/mlmodelstatuses", timeout=60, headers=auth(stack),
                              json={
         "mlmodel": models["extra trees"], "status": "production", "created_by": "ops"})
     assert promoted.status_code == 201
-    answer = requests.post(f"{second}/api/v1/classifier/predict", json=sample_row, timeout=10)
+    answer = requests.post(f"{second}/api/v1/classifier/predict", json=sample_row, timeout=60)
     assert answer.json()["model"]["name"] == "extra trees"
     through_nginx = {requests.post(f"{stack['url']}/api/v1/classifier/predict", json=sample_row,
-                                   timeout=10).json()["model"]["name"] for _ in range(10)}
+                                   timeout=60).json()["model"]["name"] for _ in range(10)}
     assert through_nginx == {"extra trees"}
 
 
@@ -165,16 +165,16 @@ def test_ab_test_script_promotes_through_nginx(stack):
                       token=stack["token"])
     assert run.returncode == 0, run.stdout + run.stderr
     assert "to production" in run.stdout
-    test = requests.get(f"{stack['url']}/api/v1/abtests", timeout=10).json()["results"][0]
+    test = requests.get(f"{stack['url']}/api/v1/abtests", timeout=60).json()["results"][0]
     assert test["state"] == "stopped"
     production = requests.get(f"{stack['replicas'][1]}/api/v1/mlmodels?status=production",
-                              timeout=10).json()["results"]
+                              timeout=60).json()["results"]
     assert [m["id"] for m in production] == [test["results"]["promoted"]]
 
 
 def predict_from(stack, source: str, row: dict, forwarded_for: str) -> int:
     """POST through nginx from a given loopback address, claiming to forward for another."""
-    connection = http.client.HTTPConnection("127.0.0.1", stack["port"], timeout=10,
+    connection = http.client.HTTPConnection("127.0.0.1", stack["port"], timeout=60,
                                             source_address=(source, 0))
     try:
         connection.request("POST", "/api/v1/classifier/predict", body=json.dumps(row),

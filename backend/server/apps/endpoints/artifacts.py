@@ -11,10 +11,11 @@ model from those same bytes: the file cannot be swapped between the check and th
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from django.conf import settings
+
+from apps.ml.checksums import sha256_bytes
 
 
 class ArtifactError(Exception):
@@ -54,10 +55,6 @@ def relative(path: Path) -> str:
     return path.relative_to(store_root()).as_posix()
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def read(artifact_path: str) -> tuple[Path, bytes]:
     """The resolved path of an artifact in the store, and its bytes, read once."""
     path = resolve(artifact_path)
@@ -71,7 +68,7 @@ def read(artifact_path: str) -> tuple[Path, bytes]:
 def read_verified(artifact_path: str, expected_sha256: str) -> bytes:
     """The artifact's bytes, only if they are in the store and match ``expected_sha256``."""
     path, data = read(artifact_path)
-    actual = sha256(data)
+    actual = sha256_bytes(data)
     if actual != expected_sha256:
         raise ChecksumMismatch(f"{path} has sha256 {actual}, but the registry expects "
                                f"{expected_sha256}: it was altered or replaced, and not loaded")

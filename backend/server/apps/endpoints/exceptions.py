@@ -65,19 +65,10 @@ class Unavailable(RegistryError):
     default_code = "unavailable"
 
 
-class PayloadTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "too_large"
-
-    def __init__(self, size: int | None = None):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        size = f" ({size} bytes)" if size else ""
-        super().__init__(f"the request body{size} is over the limit of {limit} bytes")
-
-
-class BadRequest(APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "invalid"
+def body_too_large(size: int | None = None) -> TooLarge:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    size = f" ({size} bytes)" if size else ""
+    return TooLarge(f"the request body{size} is over the limit of {limit} bytes")
 
 
 def _logged(detail: str, code: str, http_status: int, log_detail: str, *, exc_info=None) -> dict:
@@ -113,12 +104,12 @@ SUSPICIOUS = {
 
 
 def as_api_exception(exc: Exception) -> Exception:
-    """Django's own request errors as the DRF errors a client should get."""
+    """Django's own request errors as the errors a client should get."""
     if isinstance(exc, RequestDataTooBig):  # DATA_UPLOAD_MAX_MEMORY_SIZE, hit parsing a form
-        return PayloadTooLarge()
+        return body_too_large()
     if isinstance(exc, SuspiciousOperation):
         # Django's messages name settings; the client is told what it sent that is refused.
-        return BadRequest(SUSPICIOUS.get(type(exc).__name__, "the request was refused"))
+        return InvalidInput(SUSPICIOUS.get(type(exc).__name__, "the request was refused"))
     if isinstance(exc, Http404):
         return exceptions.NotFound(*exc.args)
     if isinstance(exc, DjangoPermissionDenied):
@@ -185,17 +176,17 @@ def api_not_found(request, exception=None):
                          "code": "not_found"}, status=404)
 
 
-def json_error(exc: APIException) -> JsonResponse:
-    """A DRF error as a plain Django response, for answers given outside a DRF view."""
-    return JsonResponse({"detail": str(exc.detail), "code": exc.default_code},
-                        status=exc.status_code)
+def json_error(exc: Exception) -> JsonResponse:
+    """``error_body`` as a plain Django response, for answers given outside a DRF view."""
+    body, http_status = error_body(exc)
+    return JsonResponse(body, status=http_status)
 
 
 def handler400(request, exception):
     if is_api(request):
         converted = as_api_exception(exception)
-        return json_error(converted if isinstance(converted, APIException)
-                     else BadRequest("bad request"))
+        return json_error(converted if isinstance(converted, RegistryError)
+                          else InvalidInput("bad request"))
     from django.views.defaults import bad_request
     return bad_request(request, exception)
 

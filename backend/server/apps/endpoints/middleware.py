@@ -8,7 +8,7 @@ A WSGI request carries its length (gunicorn and nginx pass on no body without on
 from django.conf import settings
 from django.http import HttpResponse
 
-from apps.endpoints.exceptions import PayloadTooLarge, is_api, json_error
+from apps.endpoints.exceptions import body_too_large, is_api, json_error
 
 
 class BodyLimitMiddleware:
@@ -18,9 +18,9 @@ class BodyLimitMiddleware:
     def __call__(self, request):
         declared = request.META.get("CONTENT_LENGTH") or "0"
         if declared.isdigit() and int(declared) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            refused = PayloadTooLarge(int(declared))
+            refused = body_too_large(int(declared))
             if is_api(request):
                 return json_error(refused)
-            return HttpResponse(str(refused.detail), status=refused.status_code,
+            return HttpResponse(refused.detail, status=refused.status_code,
                                 content_type="text/plain")
         return self.get_response(request)

@@ -35,9 +35,11 @@ def load_algorithm(mlmodel: MLModel) -> Algorithm:
         cls = algorithm_class(mlmodel.code)
         data = artifacts.read_verified(mlmodel.artifact_path, mlmodel.artifact_sha256)
         algorithm = cls.load(data, mlmodel.artifact_format)
+        release_freed_memory()
+        seconds = time.perf_counter() - started
         metrics.model_load_seconds.labels(mlmodel.name, mlmodel.version,
-                                          mlmodel.artifact_format).observe(
-            time.perf_counter() - started)
+                                          mlmodel.artifact_format).observe(seconds)
+        logger.info("loaded %s in %.2fs", label, seconds)
         return algorithm
     except artifacts.Missing as exc:
         reason, why = "missing", (f"its artifact is missing ({exc}). Train it (python "
@@ -97,7 +99,6 @@ class Registry:
         if (failed is not None and failed[0] == mlmodel.artifact_sha256
                 and self._clock() - failed[1] < RETRY_FAILED_SECONDS):
             raise failed[2]
-        started = time.perf_counter()
         try:
             algorithm = load_algorithm(mlmodel)
         except Unavailable as exc:
@@ -105,9 +106,6 @@ class Registry:
             self._failures[mlmodel.pk] = (mlmodel.artifact_sha256, self._clock(), exc)
             raise
         self._failures.pop(mlmodel.pk, None)
-        release_freed_memory()
-        logger.info("loaded %s %s (id %s) in %.2fs", mlmodel.name, mlmodel.version, mlmodel.pk,
-                    time.perf_counter() - started)
         return algorithm
 
     def loaded_ids(self) -> list[int]:

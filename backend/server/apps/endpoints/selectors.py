@@ -21,6 +21,13 @@ from apps.endpoints.models import (
 )
 
 
+def _outcome_counts() -> dict:
+    """Aggregates over requests: how many, how many with feedback, how many answered right.
+    (Names that do not shadow fields: "feedback" is one.)"""
+    return {"n_requests": Count("id"), "n_feedback": Count("feedback"),
+            "n_correct": Count("id", filter=Q(feedback=F("response")))}
+
+
 _COMPILED: dict[tuple, tuple] = {}
 
 
@@ -145,16 +152,8 @@ def ab_test_counts(ab_test: ABTest) -> list[ArmCounts]:
 
     One aggregate query over the test's requests; rows are never loaded into Python.
     """
-    rows = (
-        MLRequest.objects.filter(ab_test=ab_test)
-        .values("mlmodel_id")
-        # Annotation names must not shadow fields: "correct" filters on the feedback column.
-        .annotate(
-            n_requests=Count("id"),
-            n_feedback=Count("feedback"),
-            n_correct=Count("id", filter=Q(feedback=F("response"))),
-        )
-    )
+    rows = MLRequest.objects.filter(ab_test=ab_test).values("mlmodel_id").annotate(
+        **_outcome_counts())
     by_model = {row["mlmodel_id"]: row for row in rows}
     empty = {"n_requests": 0, "n_feedback": 0, "n_correct": 0}
     return [
@@ -202,22 +201,16 @@ def ab_test_results(ab_test: ABTest) -> dict:
 def live_counts(mlmodel_ids: list[int]) -> dict[int, tuple[int, int, int]]:
     """Per model, over every request it served: (requests, with feedback, answered right)."""
     rows = (MLRequest.objects.filter(mlmodel__in=mlmodel_ids).values("mlmodel_id")
-            .annotate(n_requests=Count("id"), n_feedback=Count("feedback"),
-                      n_correct=Count("id", filter=Q(feedback=F("response")))))
+            .annotate(**_outcome_counts()))
     return {r["mlmodel_id"]: (r["n_requests"], r["n_feedback"], r["n_correct"]) for r in rows}
 
 
-def feedback_outcomes(*, ab_test: ABTest | None = None,
-                      mlmodel: MLModel | None = None) -> dict[int, list[tuple[float, bool]]]:
-    """Per model, each feedback in time order: (its time as a Unix timestamp, answered right?).
-    Of one A/B test's requests, or of one model's."""
-    requests = MLRequest.objects.filter(feedback__isnull=False)
-    if ab_test is None:
-        requests = requests.filter(mlmodel=mlmodel)
-    else:  # a stopped test's figures are those it was decided on: feedback until the stop
-        requests = requests.filter(ab_test=ab_test)
-        if ab_test.ended_at is not None:
-            requests = requests.filter(feedback_at__lte=ab_test.ended_at)
+def feedback_outcomes(ab_test: ABTest) -> dict[int, list[tuple[float, bool]]]:
+    """Per model of a test, each feedback in time order: (its time as a Unix timestamp,
+    answered right?). A stopped test's are those it was decided on: feedback until the stop."""
+    requests = MLRequest.objects.filter(feedback__isnull=False, ab_test=ab_test)
+    if ab_test.ended_at is not None:
+        requests = requests.filter(feedback_at__lte=ab_test.ended_at)
     outcomes: dict[int, list[tuple[float, bool]]] = {}
     for model_id, at, feedback, response in requests.order_by("feedback_at", "id").values_list(
             "mlmodel_id", "feedback_at", "feedback", "response"):
@@ -229,10 +222,7 @@ def model_days(mlmodel: MLModel) -> list[dict]:
     """Per day (UTC) the model served: requests, those with feedback, those answered right."""
     return list(MLRequest.objects.filter(mlmodel=mlmodel)
                 .annotate(day=TruncDate("created_at")).values("day")
-                # Names that do not shadow fields ("feedback" is one).
-                .annotate(n_requests=Count("id"), n_feedback=Count("feedback"),
-                          n_correct=Count("id", filter=Q(feedback=F("response"))))
-                .order_by("day"))
+                .annotate(**_outcome_counts()).order_by("day"))
 
 
 def endpoint_overview() -> list[dict]:

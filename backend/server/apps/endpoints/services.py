@@ -11,15 +11,18 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.endpoints import ab_statistics, artifacts, metrics, selectors
+from apps.endpoints import ab_statistics, artifacts, selectors
+# Aliased: "metrics" is also a model version's offline figures, a parameter below.
+from apps.endpoints import metrics as monitoring
 from apps.endpoints.exceptions import Conflict, InvalidInput, NotFound
 from apps.endpoints.models import (
     ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
 )
 from apps.ml import catalog
+from apps.ml.base import FORMATS
+from apps.ml.checksums import sha256_bytes
 from apps.webhooks import services as webhooks
 from apps.webhooks.models import EventType
-from apps.ml.base import FORMATS
 
 
 def endpoint_create(*, name: str, owner: str) -> Endpoint:
@@ -111,7 +114,7 @@ def _artifact_checked(artifact_path: str, artifact_sha256: str = "") -> tuple[st
     except artifacts.Missing as exc:
         raise InvalidInput(f"artifact_path: the artifact store has no file {artifact_path!r}",
                            log_detail=str(exc)) from None
-    actual = artifacts.sha256(data)
+    actual = sha256_bytes(data)
     if artifact_sha256 and artifact_sha256 != actual:
         raise InvalidInput(f"artifact_sha256: the file {artifact_path!r} does not have the "
                            f"sha256 given")
@@ -204,9 +207,9 @@ def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:
     if first:  # counters only go up: a request's feedback is counted when it first arrives
         model = mlrequest.mlmodel
         labels = (model.endpoint.name, model.name, model.version)
-        metrics.feedback.labels(*labels).inc()
+        monitoring.feedback.labels(*labels).inc()
         if feedback == mlrequest.response:
-            metrics.feedback_agreeing.labels(*labels).inc()
+            monitoring.feedback_agreeing.labels(*labels).inc()
     return mlrequest
 
 

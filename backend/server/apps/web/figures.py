@@ -19,7 +19,7 @@ def ab_test_figures(ab_test: ABTest) -> dict:
     results = selectors.ab_test_results(ab_test)
     names = {m["mlmodel"]: f"{m['name']} {m['version']}" for m in results["models"]}
     running = ab_test.ended_at is None
-    outcomes = selectors.feedback_outcomes(ab_test=ab_test)
+    outcomes = selectors.feedback_outcomes(ab_test)
     return {
         "id": ab_test.pk, "state": "running" if running else "stopped",
         "models": [{**m, "label": names[m["mlmodel"]]} for m in results["models"]],

@@ -1,4 +1,5 @@
-"""Staff see every subscriber, event, delivery and attempt; a pending delivery can be retried now."""
+"""Staff see every subscriber, event, delivery and attempt; a pending delivery can be retried
+at once."""
 from django.contrib import admin, messages
 
 from apps.endpoints.admin import RecordInline
@@ -28,7 +29,7 @@ class SubscriberAdmin(admin.ModelAdmin):
 class EventAdmin(admin.ModelAdmin):
     list_display = ["id", "type", "endpoint", "created_at"]
     list_filter = ["type", "endpoint"]
-    readonly_fields = ["type", "endpoint", "payload", "created_at"]
+    readonly_fields = ["type", "endpoint", "data", "created_at"]
 
     def has_add_permission(self, request):
         return False

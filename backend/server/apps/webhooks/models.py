@@ -51,7 +51,8 @@ class Event(models.Model):
     type = models.CharField(max_length=32, choices=EventType.choices)
     endpoint = models.ForeignKey("endpoints.Endpoint", on_delete=models.CASCADE,
                                  related_name="events")
-    payload = models.JSONField()
+    data = models.JSONField(help_text="What happened; the delivery adds id, type, endpoint "
+                                      "and time around it (services.envelope).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -75,7 +76,7 @@ class Delivery(models.Model):
                                    related_name="deliveries")
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(db_index=True)
+    next_attempt_at = models.DateTimeField()  # indexed with state, as the worker asks
     lease = models.CharField(max_length=32, blank=True,
                              help_text="Held by the worker posting it now; empty otherwise.")
     delivered_at = models.DateTimeField(null=True, blank=True)

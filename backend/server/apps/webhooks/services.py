@@ -41,14 +41,17 @@ def event_record(*, endpoint, type: str, data: dict) -> Event | None:
     subscribers = list(Subscriber.objects.filter(endpoint=endpoint, active=True))
     if not subscribers:
         return None
-    event = Event.objects.create(type=type, endpoint=endpoint, payload={})
-    event.payload = {"id": event.pk, "type": type, "endpoint": endpoint.name,
-                     "created_at": event.created_at.isoformat(), "data": data}
-    event.save(update_fields=["payload"])
+    event = Event.objects.create(type=type, endpoint=endpoint, data=data)
     now = timezone.now()
     Delivery.objects.bulk_create([Delivery(event=event, subscriber=s, next_attempt_at=now)
                                   for s in subscribers])
     return event
+
+
+def envelope(event: Event) -> dict:
+    """The JSON body a subscriber receives: the event's data and what identifies it."""
+    return {"id": event.pk, "type": event.type, "endpoint": event.endpoint.name,
+            "created_at": event.created_at.isoformat(), "data": event.data}
 
 
 def subscriber_create(*, endpoint, url: str, created_by: str, secret: str = "",
@@ -81,7 +84,7 @@ def _take_one() -> tuple[Delivery, str] | None:
     One at a time, so a lease never has to outlast more than one POST."""
     with transaction.atomic():
         delivery = (Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-                    .select_related("event", "subscriber")
+                    .select_related("event__endpoint", "subscriber")
                     .filter(state=Delivery.State.PENDING, next_attempt_at__lte=timezone.now(),
                             subscriber__active=True)
                     .order_by("next_attempt_at", "id").first())
@@ -94,7 +97,7 @@ def _take_one() -> tuple[Delivery, str] | None:
 
 
 def _post(delivery: Delivery) -> tuple[int | None, str]:
-    body = json.dumps(delivery.event.payload, separators=(",", ":")).encode()
+    body = json.dumps(envelope(delivery.event), separators=(",", ":")).encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "mlregistry-webhooks",

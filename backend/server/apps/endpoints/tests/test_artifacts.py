@@ -10,9 +10,10 @@ import joblib
 import pytest
 
 from apps.endpoints import artifacts, services
-from apps.endpoints.exceptions import InvalidInput, Unavailable
+from apps.endpoints.exceptions import Unavailable
 from apps.endpoints.models import MLModel
 from apps.endpoints.registry import Registry
+from apps.ml.checksums import sha256_bytes
 
 PREDICT = "/api/v1/classifier/predict"
 
@@ -68,7 +69,7 @@ def test_a_model_pointing_outside_the_store_is_never_loaded(registered, outside,
     """A row written before the check existed (or by hand) is refused at load time too."""
     rf = registered["random forest"]
     rf.artifact_path = str(outside)
-    rf.artifact_sha256 = artifacts.sha256(outside.read_bytes())  # the file's own checksum
+    rf.artifact_sha256 = sha256_bytes(outside.read_bytes())  # the file's own checksum
     with pytest.raises(Unavailable) as err:
         Registry().get(rf)
     assert "outside the artifact store" in err.value.log_detail
@@ -79,7 +80,7 @@ def test_a_symlink_swapped_in_after_registration_is_refused(registered, link_out
                                                             loads):
     rf = registered["random forest"]
     rf.artifact_path = link_out.name
-    rf.artifact_sha256 = artifacts.sha256(outside.read_bytes())  # the checksum would pass
+    rf.artifact_sha256 = sha256_bytes(outside.read_bytes())  # the checksum would pass
     with pytest.raises(Unavailable) as err:
         Registry().get(rf)
     assert "outside the artifact store" in err.value.log_detail

@@ -7,6 +7,7 @@ from apps.endpoints import artifacts
 from apps.endpoints.exceptions import Unavailable
 from apps.endpoints.models import MLModel
 from apps.endpoints.registry import RETRY_FAILED_SECONDS, Registry
+from apps.ml.checksums import sha256_bytes
 
 
 def test_a_model_is_loaded_lazily_and_once(registered, loads, sample_row):
@@ -103,7 +104,7 @@ def test_an_onnx_file_that_loads_but_cannot_serve_is_refused_when_loaded(registe
     data = model.SerializeToString()
     settings.ML_ARTIFACTS_DIR = tmp_path
     (tmp_path / rf.artifact_path).write_bytes(data)
-    MLModel.objects.filter(pk=rf.pk).update(artifact_sha256=artifacts.sha256(data))
+    MLModel.objects.filter(pk=rf.pk).update(artifact_sha256=sha256_bytes(data))
     process_registry.clear()
     try:
         response = anon.post("/api/v1/classifier/predict", sample_row, format="json")

@@ -87,7 +87,7 @@ def test_a_promotion_is_recorded_with_a_delivery_for_each_active_subscriber(regi
     event = Event.objects.get()
     et, rf = registered["extra trees"], registered["random forest"]
     assert event.type == "model.promoted"
-    assert event.payload["data"] == {
+    assert event.data == {
         "model": {"id": et.pk, "name": "extra trees", "version": "0.0.1"},
         "archived": [{"id": rf.pk, "name": "random forest", "version": "0.0.1"}],
         "ab_test": None, "by": "ann"}
@@ -116,7 +116,7 @@ def test_starting_and_stopping_a_test_are_told(registered, subscribe, sample_row
                                                  status="ab_testing", name=model.name)
         services.feedback_set(mlrequest=answered, feedback="<=50K")
     services.ab_test_stop(ab_test_id=test.pk, stopped_by="bob")
-    events = {e.type: e.payload["data"] for e in Event.objects.all()}
+    events = {e.type: e.data for e in Event.objects.all()}
     assert set(events) == {"abtest.started", "model.promoted", "abtest.stopped"}
     assert events["abtest.started"]["ab_test"] == {"id": test.pk, "title": "rf vs et"}
     assert [m["weight"] for m in events["abtest.started"]["models"]] == [1.0, 1.0]
@@ -139,7 +139,8 @@ def test_a_delivery_is_signed_with_the_subscribers_secret(registered, subscribe,
     assert headers["X-Webhook-Event"] == "model.promoted"
     delivery = Delivery.objects.get()
     assert headers["X-Webhook-Delivery"] == str(delivery.pk)
-    assert json.loads(body) == Event.objects.get().payload
+    assert json.loads(body) == webhooks.envelope(Event.objects.get())
+    assert json.loads(body)["type"] == "model.promoted"
     assert (delivery.state, delivery.attempts) == ("delivered", 1)
     assert list(Attempt.objects.values_list("status_code", "error")) == [(200, "")]
 
@@ -210,7 +211,7 @@ def test_the_worker_delivers_in_a_process_of_its_own_and_stops_on_sigterm(transa
     import sys
 
     from conftest import SERVER_DIR, server_env
-    from tests.live import spawn, stop, wait_until
+    from tests.live import LIVE_DEADLINE, spawn, stop, wait_until
 
     call_command("register_models", stdout=open("/dev/null", "w"))
     from apps.endpoints.models import MLModel
@@ -228,7 +229,7 @@ def test_the_worker_delivers_in_a_process_of_its_own_and_stops_on_sigterm(transa
         wait_until(lambda: len(hook.received) == 2, "the event delivered on its second try")
         wait_until(lambda: Delivery.objects.get().state == "delivered", "the delivery recorded")
         worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=60) == 0
+        assert worker.wait(timeout=LIVE_DEADLINE) == 0
     finally:
         stop(worker)
         log.close()
@@ -308,7 +309,7 @@ def test_the_promotion_names_every_model_it_archived(registered, subscribe, samp
                                                  name=model.name)
         services.feedback_set(mlrequest=answered, feedback="<=50K")
     services.ab_test_stop(ab_test_id=test.pk, stopped_by="ann")
-    promoted = Event.objects.get(type="model.promoted").payload["data"]
+    promoted = Event.objects.get(type="model.promoted").data
     assert {"id": rf.pk, "name": "random forest", "version": "0.0.1"} in promoted["archived"]
 
 
