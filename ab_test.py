@@ -9,9 +9,12 @@ was given), else at http://127.0.0.1:8000; --url overrides all three.
 
 Reads rows of adult.test (never the training file), posts each to the endpoint's predict URL with
 ``status=ab_testing`` (and a user key with --user-keys), PUTs the row's true label as feedback,
-then prints each model's accuracy as the client saw it and the test's live results. --start
-creates a test between two named models first; --stop ends it and prints the promotion. Failed
-requests are listed with their status and message, and the exit code is then 1.
+then prints each model's accuracy as the client saw it and the test's live results: the
+fixed-horizon z-test beside the always-valid (mSPRT) result, which stays valid however often it
+is read. --start creates a test between two named models first (--policy, --auto-stop,
+--strategy set how it decides, stops and routes); --stop ends it and prints the decision. A test
+started with --auto-stop may stop itself during the run: the remaining rows are then not sent.
+Failed requests are listed with their status and message, and the exit code is then 1.
 
 Feedback and starting or stopping a test need an API token (--token or $ML_API_TOKEN). A request
 the service rate-limits (429) is retried after the wait its Retry-After header names.
@@ -51,7 +54,9 @@ def default_url() -> str:
 
 
 class Failure(Exception):
-    pass
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class Client:
@@ -87,7 +92,7 @@ class Client:
                 message = response.json().get("detail", response.text)
             except ValueError:
                 message = response.text[:300]
-            raise Failure(f"{what}: {response.status_code} {message}")
+            raise Failure(f"{what}: {response.status_code} {message}", response.status_code)
         return response.json()
 
 
@@ -112,12 +117,23 @@ def running_test(client: Client, endpoint: str) -> dict:
     return tests["results"][0]
 
 
-def send(client: Client, endpoint: str, index: int, row: dict, user_keys: bool) -> dict:
+def send(client: Client, endpoint: str, index: int, row: dict, user_keys: bool,
+         ended: threading.Event) -> dict | None:
+    """One row predicted and its true label sent back; None once the test has ended (it may
+    stop itself: --auto-stop)."""
+    if ended.is_set():
+        return None
     features = {k: v for k, v in row.items() if k != TARGET}
     params = {"status": "ab_testing"}
     if user_keys:
         params["user_id"] = f"user-{index}"
-    answer = client.call("POST", f"/{endpoint}/predict", params=params, json=features)
+    try:
+        answer = client.call("POST", f"/{endpoint}/predict", params=params, json=features)
+    except Failure as exc:
+        if exc.status == 404 and "no A/B test is running" in str(exc):
+            ended.set()
+            return None
+        raise
     client.call("PUT", f"/mlrequests/{answer['request_id']}", json={"feedback": row[TARGET]})
     model = answer["model"]
     return {"model": f"{model['name']} {model['version']}",
@@ -133,10 +149,24 @@ def print_results(test: dict) -> None:
             low, high = m["ci95"]
             print(f"  {m['name']} {m['version']}: {m['requests']} requests, {m['feedback']} "
                   f"with feedback, accuracy {m['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f})")
+    alpha = test["results"].get("alpha", 0.05)
+    level = f"{100 * alpha:g}%"
     for c in test["results"]["comparisons"]:
-        print(f"  difference {c['difference']:+.3f} (95% CI {c['ci95'][0]:+.3f} to "
-              f"{c['ci95'][1]:+.3f}), p-value {c['p_value']:.3g}"
-              + (" (significant at 5%)" if c["significant"] else " (not significant at 5%)"))
+        verdict = "significant" if c["significant"] else "not significant"
+        print(f"  difference {c['difference']:+.3f}")
+        print(f"    fixed-horizon z-test (valid read once, at a size fixed in advance): "
+              f"95% CI {c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f}, p-value {c['p_value']:.3g} "
+              f"({verdict} at {level})")
+        sequential = c.get("sequential")
+        if sequential:
+            verdict = "significant" if sequential["significant"] else "not significant"
+            print(f"    always-valid mSPRT (valid however often it is read): confidence "
+                  f"sequence {sequential['cs'][0]:+.3f} to {sequential['cs'][1]:+.3f}, "
+                  f"p-value {sequential['p_value']:.3g} ({verdict} at {level})")
+    decision = test["results"].get("decision")
+    if decision:
+        when = "decided" if test["state"] == "stopped" else "if stopped now"
+        print(f"  {when} (policy {decision['policy']}): {decision['reason']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,8 +186,21 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="NAME[@VERSION]", help="the two models --start puts under test")
     parser.add_argument("--split", nargs=2, type=float, default=None, metavar="WEIGHT",
                         help="traffic weights of the two models (default equal)")
+    parser.add_argument("--policy", choices=["best", "significant"], default=None,
+                        help="with --start: what the stop does; best (the service's default) "
+                             "promotes the most accurate model, significant only a model "
+                             "significantly better than the incumbent")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="with --start: the test's significance level (default 0.05)")
+    parser.add_argument("--auto-stop", action="store_true",
+                        help="with --start: the test stops itself once the always-valid "
+                             "result is significant (or --max-feedback is reached)")
+    parser.add_argument("--max-feedback", type=int, default=None,
+                        help="with --auto-stop: the feedback budget")
+    parser.add_argument("--strategy", choices=["fixed", "thompson"], default=None,
+                        help="with --start: fixed split, or Thompson sampling on feedback")
     parser.add_argument("--stop", action="store_true",
-                        help="stop the test at the end and print the promotion")
+                        help="stop the test at the end and print the decision")
     parser.add_argument("--user-keys", action="store_true",
                         help="send a stable user_id per row (sticky routing)")
     parser.add_argument("--seed", type=int, default=None, help="seed for choosing the rows")
@@ -185,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                     "mlmodels": models}
             if args.split:
                 body["split"] = args.split
+            settings = {"policy": args.policy, "alpha": args.alpha, "strategy": args.strategy,
+                        "max_feedback": args.max_feedback,
+                        "auto_stop": True if args.auto_stop else None}
+            body.update({k: v for k, v in settings.items() if v is not None})
             test = client.call("POST", "/abtests", json=body)
             print(f"started A/B test {test['id']}: {test['title']}")
         else:
@@ -195,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     served, correct, failures = Counter(), Counter(), []
+    ended = threading.Event()
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-        futures = [pool.submit(send, client, args.endpoint, i, row, args.user_keys)
+        futures = [pool.submit(send, client, args.endpoint, i, row, args.user_keys, ended)
                    for i, row in enumerate(rows)]
         progress = tqdm(as_completed(futures), total=len(futures), unit="req", file=sys.stderr,
                         disable=None)  # None: a bar on a terminal, quiet in a log
@@ -206,10 +254,15 @@ def main(argv: list[str] | None = None) -> int:
             except Failure as exc:
                 failures.append(str(exc))
                 continue
+            if result is None:
+                continue
             served[result["model"]] += 1
             correct[result["model"]] += result["correct"]
 
-    print(f"\nsent {args.n} rows of adult.test, {len(failures)} failed")
+    sent = sum(served.values()) + len(failures)
+    print(f"\nsent {sent} rows of adult.test, {len(failures)} failed")
+    if ended.is_set():
+        print(f"  the test had stopped itself; the other {args.n - sent} rows were not sent")
     if client.waits:
         print(f"  rate-limited {client.waits} times; each waited as Retry-After said and was "
               f"retried")
@@ -233,14 +286,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {count} x {message}{example}", file=sys.stderr)
 
     try:
-        print_results(client.call("GET", f"/abtests/{test['id']}"))
-        if args.stop:
+        test = client.call("GET", f"/abtests/{test['id']}")
+        print_results(test)
+        if test["state"] == "stopped":
+            print(f"\nA/B test {test['id']} stopped itself ({test['results']['stopped_by']}):")
+            print(test["summary"])
+        elif args.stop:
             stopped = client.call("POST", f"/stop_ab_test/{test['id']}",
                                   json={"stopped_by": "ab_test.py"})
-            promoted = next(m for m in stopped["models"]
-                            if m["mlmodel"] == stopped["results"]["promoted"])
-            print(f"\nstopped A/B test {stopped['id']}: promoted {promoted['name']} "
-                  f"{promoted['version']} to production")
+            print(f"\nstopped A/B test {stopped['id']}: "
+                  f"{stopped['results']['decision']['reason']}")
             print(stopped["summary"])
     except Failure as exc:
         print(f"error: {exc}", file=sys.stderr)

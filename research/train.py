@@ -5,7 +5,8 @@
 Writes two artifacts per classifier, the fitted model as joblib (the research artifact) and the
 same model compiled to ONNX (what the service serves), and ``manifest.json`` (each file with its
 sha256, accuracy on adult.test, how far the ONNX probabilities are from scikit-learn's, library
-versions, training time), which ``manage.py register_models`` reads.
+versions, training time, and the training rows' feature distributions that served requests are
+compared with for drift), which ``manage.py register_models`` reads.
 The artifacts directory is ignored by git: models are rebuilt from code and data, never committed.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ try:
 except ImportError:  # run as a script: research/ itself is on sys.path
     import adult
 
+from apps.ml import drift
 from apps.ml.base import JOBLIB, ONNX
 from apps.ml.income_classifier import CLASSIFIERS
 from apps.ml.income_classifier import preprocessing
@@ -58,6 +60,8 @@ def train(data_dir: Path, out: Path, limit: int | None = None) -> dict:
     y_train = np.array([row[TARGET] for row in train_rows])
     x_test = preprocessing.transform(test_rows, params)
     y_test = np.array([row[TARGET] for row in test_rows])
+    # Every classifier trains on the same rows: one profile, listed with each model.
+    profile = drift.profile(train_rows, preprocessing.NUMERIC, preprocessing.CATEGORICAL)
 
     out.mkdir(parents=True, exist_ok=True)
     models = []
@@ -97,6 +101,7 @@ def train(data_dir: Path, out: Path, limit: int | None = None) -> dict:
                 "train_seconds": round(seconds, 3),
                 "onnx_max_probability_difference": difference,
             },
+            "training_profile": profile,
         })
 
     manifest = {

@@ -19,7 +19,8 @@ def test_start_stop_promotes_the_more_accurate_model(live_server_url):
                    "--seed", "7", "--user-keys", token=issue_token())
     assert run.returncode == 0, run.stdout + run.stderr
     assert "sent 120 rows of adult.test, 0 failed" in run.stdout
-    assert "stopped A/B test" in run.stdout and "to production" in run.stdout
+    assert "stopped A/B test" in run.stdout
+    assert "fixed-horizon z-test" in run.stdout and "always-valid mSPRT" in run.stdout
 
     test = requests.get(f"{live_server_url}/api/v1/abtests", timeout=60).json()["results"][0]
     assert test["state"] == "stopped"
@@ -31,7 +32,24 @@ def test_start_stop_promotes_the_more_accurate_model(live_server_url):
     production = requests.get(f"{live_server_url}/api/v1/mlmodels?status=production",
                               timeout=60).json()["results"]
     assert [m["id"] for m in production] == [winner["mlmodel"]]
-    assert f"promoted {winner['name']} {winner['version']} to production" in run.stdout
+    assert f"{winner['name']} {winner['version']} is the most accurate" in run.stdout
+
+
+def test_a_test_started_to_stop_itself_stops_within_its_budget(live_server_url):
+    manage("register_models")
+    run = simulate(live_server_url, "--start", "--policy", "significant", "--auto-stop",
+                   "--max-feedback", "40", "--strategy", "thompson", "-n", "150",
+                   "--concurrency", "2", "--seed", "3", token=issue_token())
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "stopped itself (auto-stop" in run.stdout, run.stdout
+    test = requests.get(f"{live_server_url}/api/v1/abtests", timeout=60).json()["results"][0]
+    assert test["state"] == "stopped" and test["policy"] == "significant"
+    assert test["strategy"] == "thompson" and test["max_feedback"] == 40
+    assert test["results"]["stopped_by"].startswith("auto-stop")
+    # Stopped at the feedback that reached the budget (or earlier, on significance): the
+    # figures it was decided on hold no more than that.
+    assert sum(m["feedback"] for m in test["results"]["models"]) <= 40
+    assert test["results"]["decision"]["reason"] in run.stdout
 
 
 def test_without_a_running_test_it_says_so_and_fails(live_server_url):

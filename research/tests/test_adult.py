@@ -87,5 +87,6 @@ def test_training_writes_artifacts_and_a_manifest_that_matches_them(tmp_path):
             assert adult.sha256_of(tmp_path / file["file"]) == file["sha256"]
         assert entry["metrics"]["onnx_max_probability_difference"] < 1e-5
         assert entry["metrics"]["train_rows"] == 2000
+        assert entry["training_profile"]["rows"] == 2000  # what drift compares requests with
         assert 0.7 < entry["metrics"]["accuracy"] <= 1.0
     assert manifest["data_sha256"] == adult.SHA256

@@ -13,6 +13,8 @@
     PREDICT_RATE     each client's predict budget in rows, e.g. 1000/second (the default),
                      600/minute, off
     PREDICT_BATCH_MAX  the most rows one predict request may hold (default 1000)
+    DRIFT_WINDOW     how many of a model's latest requests drift is measured over, on /metrics
+                     and the model's page (default 1000)
     NUM_PROXIES      proxies in front of the app that append to X-Forwarded-For (1 behind nginx;
                      default 0: the client is REMOTE_ADDR); rate limiting keys on that address
     REDIS_URL        e.g. redis://redis:6379/0: a cache shared by every worker and replica, so
@@ -194,6 +196,12 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 PREDICT_RATE = os.environ.get("PREDICT_RATE", "1000/second")  # rows, a batch counting each
 # The most rows one predict request may hold (a JSON array of rows); more is a 413.
 PREDICT_BATCH_MAX = env_int("PREDICT_BATCH_MAX", 1000)
+# Drift (PSI per feature against the training data) is computed over each model's last
+# DRIFT_WINDOW requests: by /metrics at every scrape, and on the model's page.
+DRIFT_WINDOW = env_int("DRIFT_WINDOW", 1000)
+if DRIFT_WINDOW < 1:
+    raise ImproperlyConfigured(f"DRIFT_WINDOW={DRIFT_WINDOW} must be a positive number of "
+                               f"requests, e.g. 1000")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

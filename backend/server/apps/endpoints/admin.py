@@ -70,7 +70,7 @@ class MLModelAdmin(admin.ModelAdmin):
     # What a version runs is fixed when it is registered (through the service, which confines
     # the artifact to the store and the code to the catalogue); a new artifact is a new version.
     readonly_fields = ["endpoint", "code", "version", "artifact_path", "artifact_sha256",
-                       "artifact_format", "classes", "created_at"]
+                       "artifact_format", "classes", "training_profile", "created_at"]
     inlines = [MLModelStatusInline]
     actions = [_status_action(s) for s in Status.values if s != Status.AB_TESTING]
 
@@ -125,7 +125,7 @@ class MLRequestAdmin(admin.ModelAdmin):
 
 class ABTestArmInline(RecordInline):
     model = ABTestArm
-    fields = ["mlmodel", "weight"]
+    fields = ["mlmodel", "weight", "share", "was_production"]
 
 
 @admin.register(ABTest)
@@ -135,6 +135,7 @@ class ABTestAdmin(admin.ModelAdmin):
     list_filter = ["endpoint", ("ended_at", admin.EmptyFieldListFilter)]
     search_fields = ["title", "created_by", "summary"]
     readonly_fields = ["title", "endpoint", "created_by", "created_at", "ended_at", "state",
+                       "policy", "alpha", "auto_stop", "max_feedback", "strategy", "min_share",
                        "live_summary", "results"]
     exclude = ["summary"]
     inlines = [ABTestArmInline]
@@ -163,13 +164,14 @@ class ABTestAdmin(admin.ModelAdmin):
         return obj.summary if obj.ended_at is not None else ab_statistics.summary_text(
             selectors.ab_test_results(obj))
 
-    @admin.action(description="Stop the selected tests and promote their winners")
+    @admin.action(description="Stop the selected tests and apply their promotion policy")
     def stop_tests(self, request, queryset):
         for ab_test in queryset:
             try:
-                services.ab_test_stop(ab_test_id=ab_test.pk,
-                                      stopped_by=request.user.get_username())
+                stopped = services.ab_test_stop(ab_test_id=ab_test.pk,
+                                                stopped_by=request.user.get_username())
             except RegistryError as exc:
                 self.message_user(request, f"{ab_test}: {exc.detail}", messages.ERROR)
             else:
-                self.message_user(request, f"{ab_test}: stopped", messages.SUCCESS)
+                self.message_user(request, f"{ab_test}: stopped; "
+                                  f"{stopped.results['decision']['reason']}", messages.SUCCESS)

@@ -5,20 +5,32 @@ each write its samples to files in ``PROMETHEUS_MULTIPROC_DIR`` (the gunicorn co
 fresh one per server), and ``/metrics`` adds up every worker's files, whichever worker answers
 the scrape. Without that directory (``make run``, the tests) the process's own registry is used.
 
+Drift gauges are different: they are computed from the database at each scrape (``Drift``),
+so whichever worker answers reports the same values, and a scrape that cannot read the database
+still answers every other metric.
+
 ``/metrics`` is not for the public: nginx does not pass it on, so Prometheus scrapes each app
 instance directly; with ``METRICS_TOKEN`` set, a scrape must also send it as a bearer token.
 """
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from collections import Counter as Tally
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpResponse
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
                                Histogram, generate_latest, multiprocess)
+from prometheus_client.core import GaugeMetricFamily
+
+from apps.endpoints import selectors
+from apps.endpoints.exceptions import Conflict
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "mlregistry"
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
@@ -40,6 +52,12 @@ feedback = Counter(
     ["endpoint", "model", "version"])
 feedback_agreeing = Counter(
     f"{PREFIX}_feedback_agreeing", "Feedback that agrees with the label the model served.",
+    ["endpoint", "model", "version"])
+shadow_predictions = Counter(
+    f"{PREFIX}_shadow_predictions", "Rows scored and stored by a shadow model.",
+    ["endpoint", "model", "version"])
+shadow_failures = Counter(
+    f"{PREFIX}_shadow_failures", "Requests a shadow model could not score (production answered).",
     ["endpoint", "model", "version"])
 rate_limited = Counter(
     f"{PREFIX}_rate_limited_requests", "Predict requests refused by the rate limit.")
@@ -77,6 +95,59 @@ class RequestTimer:
         return response
 
 
+class Drift:
+    """A collector of each serving model's drift over its last DRIFT_WINDOW requests (answered
+    or scored as a shadow), read from the database at scrape time; models without a training
+    profile or without requests have no series."""
+
+    MODEL = ["endpoint", "model", "version"]
+
+    def _families(self) -> tuple[GaugeMetricFamily, ...]:
+        return (
+            GaugeMetricFamily(f"{PREFIX}_drift_psi", "Population Stability Index of a feature "
+                              "over the model's last DRIFT_WINDOW requests against its training "
+                              "data; above 0.2 is drift.", labels=[*self.MODEL, "feature"]),
+            GaugeMetricFamily(f"{PREFIX}_drift_features_drifted", "Features whose PSI is above "
+                              "0.2 over the model's last DRIFT_WINDOW requests.",
+                              labels=self.MODEL),
+            GaugeMetricFamily(f"{PREFIX}_drift_requests", "Requests the drift gauges are "
+                              "computed over (at most DRIFT_WINDOW).", labels=self.MODEL),
+        )
+
+    def describe(self):
+        return self._families()
+
+    def collect(self):
+        psi, drifted, requests = families = self._families()
+        try:
+            for mlmodel in selectors.drift_watched_models():
+                try:
+                    result = selectors.model_drift(mlmodel, last=settings.DRIFT_WINDOW)
+                except Conflict as exc:  # a profile that cannot be read: that model only
+                    logger.warning("no drift metrics for model %s: %s", mlmodel.pk,
+                                   exc.log_detail or exc.detail)
+                    continue
+                if not result["requests"]:
+                    continue
+                labels = [mlmodel.endpoint.name, mlmodel.name, mlmodel.version]
+                for feature in result["features"]:
+                    psi.add_metric([*labels, feature["feature"]], feature["psi"])
+                drifted.add_metric(labels, len(result["drifted"]))
+                requests.add_metric(labels, result["requests"])
+        except DatabaseError:
+            # Half a set of series would read as models without drift: report none this time.
+            logger.warning("drift metrics skipped: the database could not be read",
+                           exc_info=True)
+            return self._families()
+        return families
+
+
+# Not in the process's default registry: its samples are read without a database (by tests,
+# and by the multiprocess files' collector), and drift is read from the database alone.
+drift_registry = CollectorRegistry()
+drift_registry.register(Drift())
+
+
 def metrics_view(request):
     token = settings.METRICS_TOKEN
     if token:
@@ -89,4 +160,5 @@ def metrics_view(request):
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(registry) + generate_latest(drift_registry),
+                        content_type=CONTENT_TYPE_LATEST)

@@ -16,6 +16,8 @@ from apps.ml.base import FORMATS, JOBLIB
 class Status(models.TextChoices):
     TESTING = "testing"
     STAGING = "staging"
+    # Scores every request production serves, beside it; never answers with it (predictions.py).
+    SHADOW = "shadow"
     PRODUCTION = "production"
     AB_TESTING = "ab_testing"
     ARCHIVED = "archived"
@@ -67,6 +69,11 @@ class MLModel(models.Model):
     )
     metrics = models.JSONField(default=dict, blank=True)
     classes = models.JSONField(default=list, help_text="The labels this model answers with.")
+    training_profile = models.JSONField(
+        default=dict, blank=True,
+        help_text="Each feature's distribution in the training data (apps/ml/drift.py): what "
+                  "served requests are compared with for drift.",
+    )
 
     class Meta:
         ordering = ["id"]
@@ -114,6 +121,20 @@ class MLModelStatus(models.Model):
         return f"{self.mlmodel}: {self.status}{'' if self.active else ' (inactive)'}"
 
 
+class Policy(models.TextChoices):
+    """What a test's stop does with production."""
+
+    BEST = "best"  # the most accurate model is promoted, significant or not
+    SIGNIFICANT = "significant"  # production changes only on a significant difference
+
+
+class Strategy(models.TextChoices):
+    """How a test splits its traffic."""
+
+    FIXED = "fixed"  # by the split given at the start
+    THOMPSON = "thompson"  # Thompson sampling over the arms' feedback (routing.py)
+
+
 class ABTest(models.Model):
     title = models.CharField(max_length=256)
     endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="abtests")
@@ -123,6 +144,16 @@ class ABTest(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     summary = models.TextField(blank=True)
     results = models.JSONField(null=True, blank=True)
+    policy = models.CharField(max_length=16, choices=Policy.choices, default=Policy.BEST)
+    alpha = models.FloatField(default=0.05, help_text="The test's significance level.")
+    auto_stop = models.BooleanField(
+        default=False, help_text="Stop by itself once the always-valid result is significant "
+                                 "or max_feedback is reached.")
+    max_feedback = models.PositiveIntegerField(
+        null=True, blank=True, help_text="With auto_stop: stop after this much feedback.")
+    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.FIXED)
+    min_share = models.FloatField(
+        default=0.05, help_text="Under thompson: the least share of traffic any model gets.")
 
     class Meta:
         ordering = ["-id"]
@@ -132,6 +163,14 @@ class ABTest(models.Model):
                 fields=["endpoint"], condition=Q(ended_at__isnull=True),
                 name="one_running_abtest_per_endpoint",
             ),
+            models.CheckConstraint(condition=Q(alpha__gt=0, alpha__lt=0.5),
+                                   name="abtest_alpha_range"),
+            models.CheckConstraint(condition=Q(min_share__gte=0, min_share__lt=0.5),
+                                   name="abtest_min_share_range"),
+            models.CheckConstraint(condition=Q(policy__in=Policy.values),
+                                   name="abtest_policy_known"),
+            models.CheckConstraint(condition=Q(strategy__in=Strategy.values),
+                                   name="abtest_strategy_known"),
         ]
 
     def __str__(self):
@@ -144,6 +183,9 @@ class ABTestArm(models.Model):
     ab_test = models.ForeignKey(ABTest, on_delete=models.CASCADE, related_name="arms")
     mlmodel = models.ForeignKey(MLModel, on_delete=models.PROTECT, related_name="abtest_arms")
     weight = models.FloatField(default=1.0)
+    # The share of traffic the arm gets now, which the predict path routes by: the split,
+    # normalized; under Thompson sampling recomputed as feedback arrives (services.py).
+    share = models.FloatField(default=1.0)
     # The endpoint's production model when the test started: it keeps answering the default
     # (no status) URL while the test runs, and is archived if another model wins.
     was_production = models.BooleanField(default=False)
@@ -153,6 +195,7 @@ class ABTestArm(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["ab_test", "mlmodel"], name="abtestarm_unique_model"),
             models.CheckConstraint(condition=Q(weight__gt=0), name="abtestarm_weight_positive"),
+            models.CheckConstraint(condition=Q(share__gt=0), name="abtestarm_share_positive"),
         ]
 
 
@@ -176,3 +219,27 @@ class MLRequest(models.Model):
 
     def __str__(self):
         return f"request {self.pk} -> {self.response}"
+
+
+class ShadowPrediction(models.Model):
+    """A shadow model's answer to a request production served: stored, never sent. Feedback on
+    the served request is the shadow's feedback too."""
+
+    mlrequest = models.ForeignKey(MLRequest, on_delete=models.CASCADE,
+                                  related_name="shadow_predictions")
+    mlmodel = models.ForeignKey(MLModel, on_delete=models.PROTECT,
+                                related_name="shadow_predictions")
+    full_response = models.JSONField()
+    response = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["mlrequest", "mlmodel"],
+                                    name="shadowprediction_one_per_model"),
+        ]
+        indexes = [models.Index(fields=["mlmodel", "created_at"])]
+
+    def __str__(self):
+        return f"shadow {self.mlmodel_id} on request {self.mlrequest_id} -> {self.response}"

@@ -6,42 +6,56 @@ INSERT stores every row's request; a row is answered only once it is stored, and
 stored unless every row can be served (a bad row is a 400 naming each bad row and field).
 
 Under ``ab_testing`` each row is routed as a single request would be: a client key keeps every
-row of the request on one model; without one, each row is drawn by the test's weights.
+row of the request on one model; without one, each row is drawn by the test's current shares.
+
+Requests production serves are also scored by the endpoint's shadow models, found by the same
+query as the production model: one inference call per shadow, and their answers stored by one
+more INSERT in the requests' transaction, linked to the served requests. The client waits for
+that (a shadow costs its own model call and that INSERT) but never gets a shadow's answer, and
+never an error because of a shadow.
 """
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.endpoints import metrics, routing, selectors
 from apps.endpoints.exceptions import InvalidInput, TooLarge
-from apps.endpoints.models import MLModel, MLRequest, Status
+from apps.endpoints.models import MLModel, MLRequest, ShadowPrediction, Status
 from apps.endpoints.registry import registry
 from apps.ml.base import RowsError
 
+log = logging.getLogger(__name__)
+
 
 def _route(*, endpoint_name: str, n: int, status: str, version: str | None, name: str | None,
-           user_key: str | None) -> list[tuple[MLModel, int | None]]:
-    """The model (and A/B test) answering each of ``n`` rows."""
+           user_key: str | None) -> tuple[list[tuple[MLModel, int | None]], list[MLModel]]:
+    """The model (and A/B test) answering each of ``n`` rows, and the shadow models that score
+    them too (production only)."""
+    if status == Status.PRODUCTION:
+        mlmodel, shadows = selectors.production_with_shadows(endpoint_name=endpoint_name,
+                                                             version=version, name=name)
+        return [(mlmodel, None)] * n, shadows
     if status != Status.AB_TESTING:
         mlmodel = selectors.model_for_status(endpoint_name=endpoint_name, status=status,
                                              version=version, name=name)
-        return [(mlmodel, None)] * n
+        return [(mlmodel, None)] * n, []
     arms = selectors.ab_test_models(endpoint_name=endpoint_name, version=version, name=name)
-    weights = [arm.arm_weight for arm in arms]
+    shares = [arm.arm_share for arm in arms]
     test_id = arms[0].arm_test_id
     if user_key:
-        return [(routing.choose_arm(arms, weights, test_id=test_id, key=user_key), test_id)] * n
+        return [(routing.choose_arm(arms, shares, test_id=test_id, key=user_key), test_id)] * n, []
     rng = random.Random()
-    return [(routing.choose_arm(arms, weights, test_id=test_id, rng=rng), test_id)
-            for _ in range(n)]
+    return [(routing.choose_arm(arms, shares, test_id=test_id, rng=rng), test_id)
+            for _ in range(n)], []
 
 
 def predictions_create(
@@ -63,8 +77,8 @@ def predictions_create(
         raise TooLarge(f"a batch holds at most {settings.PREDICT_BATCH_MAX} rows "
                        f"(PREDICT_BATCH_MAX); this one has {len(rows)}")
     status = Status.parse(status, serving=True)
-    routed = _route(endpoint_name=endpoint_name, n=len(rows), status=status, version=version,
-                    name=name, user_key=user_key)
+    routed, shadows = _route(endpoint_name=endpoint_name, n=len(rows), status=status,
+                             version=version, name=name, user_key=user_key)
     by_model: dict[int, list[int]] = defaultdict(list)
     for index, (mlmodel, _) in enumerate(routed):
         by_model[mlmodel.pk].append(index)
@@ -73,12 +87,8 @@ def predictions_create(
     problems: dict[int, list[str]] = {}
     for indices in by_model.values():
         mlmodel = routed[indices[0]][0]
-        algorithm = registry.get(mlmodel)
-        started = time.perf_counter()
         try:
-            scored = algorithm.compute_predictions([rows[i] for i in indices])
-            metrics.model_seconds.labels(endpoint_name, mlmodel.name, mlmodel.version).observe(
-                time.perf_counter() - started)
+            scored = _score(mlmodel, [rows[i] for i in indices], endpoint_name)
         except RowsError as exc:
             problems.update({indices[i]: found for i, found in exc.by_row.items()})
             continue
@@ -89,11 +99,47 @@ def predictions_create(
             raise InvalidInput("; ".join(problems[0]))
         raise InvalidInput(str(RowsError(dict(sorted(problems.items())))))
 
-    stored = _insert([MLRequest(mlmodel=mlmodel, ab_test_id=ab_test_id, input_data=row,
-                                full_response=answer, response=answer["label"])
-                      for (mlmodel, ab_test_id), row, answer in zip(routed, rows, answers)])
+    shadowed = [(shadow, scored) for shadow in shadows
+                if (scored := _shadow_answers(shadow, rows, endpoint_name)) is not None]
+    requests = [MLRequest(mlmodel=mlmodel, ab_test_id=ab_test_id, input_data=row,
+                          full_response=answer, response=answer["label"])
+                for (mlmodel, ab_test_id), row, answer in zip(routed, rows, answers)]
+    if not shadowed:
+        stored = _insert(requests)
+    else:
+        with transaction.atomic():
+            stored = _insert(requests)
+            _insert_shadows(stored, shadowed)
     metrics.count_predictions(endpoint=endpoint_name, status=status, stored=stored)
+    for shadow, _ in shadowed:
+        metrics.shadow_predictions.labels(endpoint_name, shadow.name, shadow.version).inc(
+            len(stored))
     return stored
+
+
+def _score(mlmodel: MLModel, rows: list, endpoint_name: str) -> list[dict]:
+    """``mlmodel``'s answers to ``rows``, in one inference call (RowsError names bad rows)."""
+    algorithm = registry.get(mlmodel)
+    started = time.perf_counter()
+    scored = algorithm.compute_predictions(rows)
+    metrics.model_seconds.labels(endpoint_name, mlmodel.name, mlmodel.version).observe(
+        time.perf_counter() - started)
+    return scored
+
+
+def _shadow_answers(shadow: MLModel, rows: list, endpoint_name: str) -> list[dict] | None:
+    """A shadow model's answers to rows production accepted, or None if it cannot give them.
+
+    A shadow never costs the client its answer: a shadow that fails to load, refuses a row
+    production accepted, or raises is logged (and counted) and skipped for this request.
+    """
+    try:
+        return _score(shadow, rows, endpoint_name)
+    except Exception as exc:  # noqa: BLE001 - whatever a shadow does, production answers
+        log.warning("shadow model %s (id %s) could not score %d rows: %s", shadow, shadow.pk,
+                    len(rows), getattr(exc, "log_detail", None) or exc)
+        metrics.shadow_failures.labels(endpoint_name, shadow.name, shadow.version).inc()
+        return None
 
 
 # The rows travel as one JSON parameter that the database expands (jsonb_to_recordset,
@@ -115,6 +161,37 @@ _INSERT = {
 }
 INSERT_COLUMNS = ("mlmodel_id", "ab_test_id", "input_data", "full_response", "response",
                   "created_at")
+
+
+_INSERT_SHADOWS = {
+    "postgresql": (
+        "INSERT INTO {table} (mlrequest_id, mlmodel_id, full_response, response, created_at) "
+        "SELECT r.q, r.m, r.f, r.l, %s FROM "
+        "jsonb_to_recordset(%s::jsonb) AS r(q bigint, m bigint, f jsonb, l text)"
+    ),
+    "sqlite": (
+        "INSERT INTO {table} (mlrequest_id, mlmodel_id, full_response, response, created_at) "
+        "SELECT json_extract(value, '$.q'), json_extract(value, '$.m'), "
+        "json_extract(value, '$.f'), json_extract(value, '$.l'), %s FROM json_each(%s)"
+    ),
+}
+
+
+def _insert_shadows(stored: list[MLRequest], shadowed: list[tuple[MLModel, list[dict]]]):
+    """Store every shadow answer to the stored requests with one INSERT."""
+    sql = _INSERT_SHADOWS.get(connection.vendor)
+    if sql is None:
+        ShadowPrediction.objects.bulk_create([
+            ShadowPrediction(mlrequest=request, mlmodel=shadow, full_response=answer,
+                             response=answer["label"])
+            for shadow, answers in shadowed for request, answer in zip(stored, answers)])
+        return
+    records = json.dumps([{"q": request.pk, "m": shadow.pk, "f": answer, "l": answer["label"]}
+                          for shadow, answers in shadowed
+                          for request, answer in zip(stored, answers)])
+    with connection.cursor() as cursor:
+        cursor.execute(sql.format(table=ShadowPrediction._meta.db_table),
+                       [connection.ops.adapt_datetimefield_value(stored[0].created_at), records])
 
 
 def _insert(stored: list[MLRequest]) -> list[MLRequest]:

@@ -3,12 +3,21 @@
 With a key (a user id), the choice is a hash of the test id and the key mapped onto the weights,
 so the same key reaches the same model for the whole life of a test, in every process and replica,
 with no state to share; a new test reshuffles. Without a key the choice is random by the weights.
+
+Under Thompson sampling the weights are not fixed: thompson_shares turns each arm's feedback into
+its share of traffic, and the service stores the shares on the test's arms as feedback arrives.
+The choice above then routes by the stored shares, so a key stays with its model only while the
+cumulative shares do not move past the key's fraction; as the shares shift toward the better
+model, keys near a boundary move with them. Every arm keeps at least min_share of the traffic,
+so the test never stops learning about a model that looks worse.
 """
 from __future__ import annotations
 
 import hashlib
 import random
 from typing import Sequence, TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 
@@ -38,3 +47,23 @@ def choose_arm(options: Sequence[T], weights: Sequence[float], *, test_id: int,
                key: str | None = None, rng: random.Random | None = None) -> T:
     fraction = key_fraction(test_id, key) if key else (rng or random).random()
     return choose(options, weights, fraction)
+
+
+def thompson_shares(correct: Sequence[int], feedback: Sequence[int], *, min_share: float = 0.05,
+                    draws: int = 20000, rng: np.random.Generator | None = None) -> list[float]:
+    """Each arm's share of traffic: min_share plus the rest in proportion to the posterior
+    probability that the arm is the most accurate.
+
+    With a uniform prior, an arm's accuracy after ``correct`` right answers out of ``feedback``
+    is Beta(1 + correct, 1 + feedback - correct); the probability that each arm is best is
+    estimated from ``draws`` joint samples. The shares sum to 1 and none is below min_share.
+    """
+    k = len(correct)
+    if k * min_share > 1:
+        raise ValueError(f"min_share {min_share} is too large for {k} models: "
+                         f"k * min_share must be at most 1")
+    right = np.asarray(correct, dtype=float)
+    wrong = np.asarray(feedback, dtype=float) - right
+    samples = (rng or np.random.default_rng()).beta(1 + right, 1 + wrong, size=(draws, k))
+    p_best = np.bincount(samples.argmax(axis=1), minlength=k) / draws
+    return [float(x) for x in min_share + (1 - k * min_share) * p_best]

@@ -1,6 +1,7 @@
 """Reads: which model answers a request, and the querysets the API lists.
 
-The predict path's queries (``model_for_status``, ``ab_test_models``) run on every prediction.
+The predict path's queries (``model_for_status``, ``production_with_shadows``,
+``ab_test_models``) run on every prediction.
 Each is compiled once per process for each set of arguments and then run as the SQL it compiled
 to: compiling the query cost the predict path about as much as running it (issue 9's profile),
 and the SQL depends on nothing but the arguments (the data it reads is read fresh each time, so
@@ -15,10 +16,11 @@ from django.db.models.functions import TruncDate
 
 from apps.endpoints import ab_statistics
 from apps.endpoints.ab_statistics import ArmCounts
-from apps.endpoints.exceptions import InvalidInput, NotFound
+from apps.endpoints.exceptions import Conflict, InvalidInput, NotFound
 from apps.endpoints.models import (
-    ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
+    ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, ShadowPrediction, Status,
 )
+from apps.ml import drift
 
 
 def _outcome_counts() -> dict:
@@ -106,34 +108,47 @@ def model_for_production(
     That is the endpoint's production model; while an A/B test runs with the former production
     model in it, that model (the incumbent) goes on answering production and default requests.
     """
+    return production_with_shadows(endpoint_name=endpoint_name, version=version, name=name)[0]
+
+
+def production_with_shadows(
+    *, endpoint_name: str, version: str | None = None, name: str | None = None
+) -> tuple[MLModel, list[MLModel]]:
+    """The model serving production traffic (see ``model_for_production``) and the endpoint's
+    shadow models, which score the same requests, in one query. ``version`` and ``name``
+    narrow the choice of the serving model, not of the shadows."""
     def build():
-        in_production = MLModelStatus.objects.filter(
-            mlmodel=OuterRef("pk"), active=True, status=Status.PRODUCTION
-        )
-        models = (
-            MLModel.objects.filter(endpoint__name=endpoint_name)
-            .annotate(in_production=Exists(in_production))
-            .filter(Q(in_production=True) | Q(abtest_arms__was_production=True,
-                                              abtest_arms__ab_test__ended_at__isnull=True))
-            .order_by("-in_production", "id")
-        )
-        return _narrow(models, "", version, name)[:1]
+        def active(status):
+            return Exists(MLModelStatus.objects.filter(mlmodel=OuterRef("pk"), active=True,
+                                                       status=status))
+        incumbent = Exists(ABTestArm.objects.filter(mlmodel=OuterRef("pk"), was_production=True,
+                                                    ab_test__ended_at__isnull=True))
+        serves = Q(in_production=True) | Q(incumbent=True)
+        if version:
+            serves &= Q(version=version)
+        if name:
+            serves &= Q(name=name)
+        return (MLModel.objects.filter(endpoint__name=endpoint_name)
+                .annotate(in_production=active(Status.PRODUCTION), incumbent=incumbent,
+                          in_shadow=active(Status.SHADOW))
+                .filter(serves | Q(in_shadow=True))
+                .order_by("in_shadow", "-in_production", "id"))
 
     found = _run_compiled(("production", endpoint_name, version, name), build)
-    if not found:
+    if not found or found[0].in_shadow:
         raise _none_found(endpoint_name, _describe(Status.PRODUCTION, version, name))
-    return found[0]
+    return found[0], [m for m in found if m.in_shadow]
 
 
 def ab_test_models(
     *, endpoint_name: str, version: str | None = None, name: str | None = None
 ) -> list[MLModel]:
     """The models of the endpoint's running A/B test, in the order of its arms, in one query;
-    each carries its arm's ``arm_weight`` and ``arm_test_id``."""
+    each carries its arm's current ``arm_share`` of traffic and ``arm_test_id``."""
     arms = _run_compiled(("ab_testing", endpoint_name, version, name), lambda: _narrow(
         MLModel.objects.filter(abtest_arms__ab_test__endpoint__name=endpoint_name,
                                abtest_arms__ab_test__ended_at__isnull=True)
-        .annotate(arm_weight=F("abtest_arms__weight"), arm_test_id=F("abtest_arms__ab_test"),
+        .annotate(arm_share=F("abtest_arms__share"), arm_test_id=F("abtest_arms__ab_test"),
                   arm_id=F("abtest_arms__id"))
         .order_by("arm_id"), "", version, name))
     if not arms:
@@ -188,14 +203,20 @@ def mlmodel_list() -> QuerySet[MLModel]:
 
 
 def mlrequest_list() -> QuerySet[MLRequest]:
-    return MLRequest.objects.select_related("mlmodel__endpoint")
+    return MLRequest.objects.select_related("mlmodel__endpoint", "ab_test")
 
 
 def ab_test_results(ab_test: ABTest) -> dict:
     """A test's figures: computed live while it runs, as frozen at stop afterwards."""
     if ab_test.ended_at is not None:
         return ab_test.results
-    return ab_statistics.results(ab_test_counts(ab_test))
+    return ab_test_live_results(ab_test)
+
+
+def ab_test_live_results(ab_test: ABTest, counts: list[ArmCounts] | None = None) -> dict:
+    """A test's figures now, and the decision its policy would take if it stopped now."""
+    return ab_statistics.results(counts or ab_test_counts(ab_test), alpha=ab_test.alpha,
+                                 policy=ab_test.policy)
 
 
 def live_counts(mlmodel_ids: list[int]) -> dict[int, tuple[int, int, int]]:
@@ -225,6 +246,51 @@ def model_days(mlmodel: MLModel) -> list[dict]:
                 .annotate(**_outcome_counts()).order_by("day"))
 
 
+def served_inputs(mlmodel: MLModel, *, last: int) -> list:
+    """The input rows of the last ``last`` requests the model scored, newest first: those it
+    answered and those it scored as a shadow. Only the input_data column is read.
+
+    Each query is ordered by (created_at, id), newest first, so it walks its table's (mlmodel,
+    created_at) index backwards and stops after ``last`` rows, however rarely the model serves;
+    the id orders the rows of one batch, which share one time.
+    """
+    answered = (MLRequest.objects.filter(mlmodel=mlmodel).order_by("-created_at", "-id")
+                .values_list("created_at", "input_data")[:last])
+    shadowed = (ShadowPrediction.objects.filter(mlmodel=mlmodel).order_by("-created_at", "-id")
+                .values_list("created_at", "mlrequest__input_data")[:last])
+    newest = sorted([*answered, *shadowed], key=lambda row: row[0], reverse=True)[:last]
+    return [input_data for _, input_data in newest]
+
+
+def model_drift(mlmodel: MLModel, *, last: int) -> dict:
+    """Each feature's PSI over the model's last ``last`` requests against its training data's
+    profile (apps/ml/drift.py), and the features above the threshold.
+
+    Conflict when the model has no profile to compare with, or one this service cannot read
+    (profiles are checked when written; the admin can still edit one by hand).
+    """
+    if not mlmodel.training_profile:
+        raise Conflict(f"model {mlmodel.pk} ({mlmodel}) has no training profile, so its requests "
+                       f"have nothing to be compared with; register it from a training manifest "
+                       f"that lists one (research/train.py writes it) or with a training_profile")
+    rows = served_inputs(mlmodel, last=last)
+    try:
+        features = drift.psi(mlmodel.training_profile, rows)
+    except drift.ProfileError as exc:
+        raise Conflict(f"the training profile of model {mlmodel.pk} ({mlmodel}) cannot be read; "
+                       f"register it again", log_detail=f"model {mlmodel.pk}: {exc}") from None
+    return {"mlmodel": mlmodel.pk, "last": last, "requests": len(rows),
+            "threshold": drift.THRESHOLD,
+            "features": [{"feature": name, **figures} for name, figures in features.items()],
+            "drifted": drift.drifted(features)}
+
+
+def drift_watched_models() -> list[MLModel]:
+    """The serving models (shadows included) that have a training profile: those /metrics
+    reports drift for."""
+    return [mlmodel for mlmodel in serving_models() if mlmodel.training_profile]
+
+
 def endpoint_overview() -> list[dict]:
     """Each endpoint with its production model, that model's live figures and a running test."""
     endpoints = list(Endpoint.objects.all())
@@ -242,3 +308,43 @@ def endpoint_overview() -> list[dict]:
         if row["production"]:
             row["counts"] = counts.get(row["production"].pk, (0, 0, 0))
     return overview
+
+
+def shadow_results(mlmodel: MLModel) -> dict:
+    """A model's record as a shadow: its live accuracy on the requests it scored, and a paired
+    comparison with the answers production gave to the same requests (McNemar's exact test on
+    the requests where exactly one of the two was right). One aggregate query."""
+    has_feedback = Q(mlrequest__feedback__isnull=False)
+    shadow_right = Q(response=F("mlrequest__feedback"))
+    served_right = Q(mlrequest__response=F("mlrequest__feedback"))
+    counts = ShadowPrediction.objects.filter(mlmodel=mlmodel).aggregate(
+        requests=Count("id"),
+        feedback=Count("id", filter=has_feedback),
+        correct=Count("id", filter=has_feedback & shadow_right),
+        production_correct=Count("id", filter=has_feedback & served_right),
+        only_shadow_right=Count("id", filter=has_feedback & shadow_right & ~served_right),
+        only_production_right=Count("id", filter=has_feedback & served_right & ~shadow_right),
+    )
+    n = counts["feedback"]
+    interval = ab_statistics.wilson_interval(counts["correct"], n)
+    p_value = ab_statistics.mcnemar(counts["only_production_right"], counts["only_shadow_right"])
+    return {
+        "mlmodel": mlmodel.pk,
+        "requests": counts["requests"],
+        "feedback": n,
+        "correct": counts["correct"],
+        "accuracy": counts["correct"] / n if n else None,
+        "ci95": list(interval) if interval else None,
+        "paired": {
+            "method": "McNemar's exact test on the requests with feedback where exactly one of "
+                      "the shadow and the production answer was right",
+            "requests": n,
+            "production_correct": counts["production_correct"],
+            "production_accuracy": counts["production_correct"] / n if n else None,
+            "difference": (counts["correct"] - counts["production_correct"]) / n if n else None,
+            "only_shadow_right": counts["only_shadow_right"],
+            "only_production_right": counts["only_production_right"],
+            "p_value": p_value,
+            "significant": p_value < ab_statistics.ALPHA,
+        },
+    }

@@ -1,4 +1,5 @@
 """Output serializers for the catalog, and small input serializers that only parse."""
+from django.conf import settings
 from django.http import QueryDict
 from django.urls import reverse
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
@@ -6,7 +7,9 @@ from rest_framework import serializers
 
 from apps.endpoints import selectors
 from apps.endpoints.exceptions import InvalidInput
-from apps.endpoints.models import ABTest, Endpoint, MLModel, MLModelStatus, MLRequest, Status
+from apps.endpoints.models import (
+    ABTest, Endpoint, MLModel, MLModelStatus, MLRequest, Policy, Status, Strategy,
+)
 from apps.ml.base import FORMATS
 from apps.ml.income_classifier import preprocessing
 
@@ -71,6 +74,52 @@ class MLModelCreateSerializer(serializers.Serializer):
         choices=[s for s in Status.values if s != Status.AB_TESTING], default=Status.TESTING
     )
     created_by = serializers.CharField(max_length=128, required=False, default="")
+    training_profile = serializers.DictField(
+        required=False, default=dict,
+        help_text="The training data's feature distributions, as research/train.py writes them "
+                  "in its manifest: what the model's drift is measured against.")
+
+
+# The most requests one drift computation reads (each is a row of 14 features).
+DRIFT_MAX_LAST = 100_000
+
+
+class DriftQuerySerializer(serializers.Serializer):
+    last = serializers.IntegerField(
+        min_value=1, max_value=DRIFT_MAX_LAST, required=False,
+        default=lambda: settings.DRIFT_WINDOW,
+        help_text=f"How many of the model's latest requests to compare with its training data "
+                  f"(1 to {DRIFT_MAX_LAST}; default DRIFT_WINDOW, 1000 unless configured).")
+
+
+class DriftBinSerializer(serializers.Serializer):
+    bin = serializers.CharField(help_text='What the bin holds: "<= 22", "(22, 26]", "> 58", a '
+                                          'category, "(other)" or "(missing)".')
+    expected = serializers.FloatField(help_text="The bin's share of the training rows.")
+    actual = serializers.FloatField(allow_null=True,
+                                    help_text="Its share of the requests; null without any.")
+
+
+class DriftFeatureSerializer(serializers.Serializer):
+    feature = serializers.CharField()
+    psi = serializers.FloatField(allow_null=True,
+                                 help_text="Population Stability Index; null without requests.")
+    drifted = serializers.BooleanField(help_text="Whether psi is above the threshold.")
+    bins = DriftBinSerializer(many=True)
+
+
+class DriftSerializer(serializers.Serializer):
+    """How far a model's latest requests have moved from its training data, per feature."""
+
+    mlmodel = serializers.IntegerField()
+    last = serializers.IntegerField(help_text="The window asked for: the latest N requests.")
+    requests = serializers.IntegerField(
+        help_text="Requests compared: those the model answered or scored as a shadow, up to "
+                  "last.")
+    threshold = serializers.FloatField(help_text="A feature above this PSI has drifted.")
+    features = DriftFeatureSerializer(many=True)
+    drifted = serializers.ListField(child=serializers.CharField(),
+                                    help_text="The features above the threshold.")
 
 
 class MLModelStatusSerializer(serializers.ModelSerializer):
@@ -221,7 +270,10 @@ class ABTestArmSerializer(serializers.Serializer):
     mlmodel = serializers.IntegerField(source="mlmodel_id")
     name = serializers.CharField(source="mlmodel.name")
     version = serializers.CharField(source="mlmodel.version")
-    weight = serializers.FloatField()
+    weight = serializers.FloatField(help_text="The split given at the start.")
+    share = serializers.FloatField(
+        help_text="The share of traffic the model gets now: the split, normalized; under "
+                  "thompson, recomputed as feedback arrives.")
     was_production = serializers.BooleanField()
 
 
@@ -239,7 +291,8 @@ class ABTestSerializer(serializers.ModelSerializer):
     class Meta:
         model = ABTest
         fields = ["id", "title", "endpoint", "endpoint_name", "state", "created_by",
-                  "created_at", "ended_at", "models", "parent_mlmodel_1", "parent_mlmodel_2",
+                  "created_at", "ended_at", "policy", "alpha", "auto_stop", "max_feedback",
+                  "strategy", "min_share", "models", "parent_mlmodel_1", "parent_mlmodel_2",
                   "results", "summary", "page"]
         read_only_fields = fields
 
@@ -278,6 +331,27 @@ class ABTestCreateSerializer(serializers.Serializer):
         child=serializers.FloatField(), required=False, allow_null=True, default=None,
         help_text="One positive weight per model, in the same order (default: equal shares).",
     )
+    policy = serializers.ChoiceField(
+        choices=Policy.values, default=Policy.BEST,
+        help_text="What the stop does: 'best' promotes the most accurate model; 'significant' "
+                  "changes production only for a model better than the incumbent at alpha "
+                  "(always-valid p-value).")
+    alpha = serializers.FloatField(
+        default=0.05, min_value=0.0001, max_value=0.4999,
+        help_text="The test's significance level (default 0.05).")
+    auto_stop = serializers.BooleanField(
+        default=False, help_text="Stop by itself, checked at each feedback, once the "
+                                 "always-valid result is significant or max_feedback is reached.")
+    max_feedback = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=1, max_value=2**31 - 1,
+        help_text="With auto_stop: the feedback budget, over all models.")
+    strategy = serializers.ChoiceField(
+        choices=Strategy.values, default=Strategy.FIXED,
+        help_text="'fixed': traffic by the split; 'thompson': Thompson sampling over each "
+                  "model's feedback, at least min_share each.")
+    min_share = serializers.FloatField(
+        default=0.05, min_value=0.0, max_value=0.4999,
+        help_text="Under thompson: the least share of traffic any model gets (default 0.05).")
 
     def validate(self, data):
         parents = [data.pop(k) for k in ("parent_mlmodel_1", "parent_mlmodel_2") if k in data]
@@ -290,3 +364,28 @@ class ABTestCreateSerializer(serializers.Serializer):
 
 class ABTestStopSerializer(serializers.Serializer):
     stopped_by = serializers.CharField(max_length=128, required=False, default="api")
+
+
+class ShadowPairedSerializer(serializers.Serializer):
+    method = serializers.CharField()
+    requests = serializers.IntegerField(help_text="Requests with feedback both answered.")
+    production_correct = serializers.IntegerField()
+    production_accuracy = serializers.FloatField(allow_null=True)
+    difference = serializers.FloatField(allow_null=True,
+                                        help_text="Shadow minus production accuracy.")
+    only_shadow_right = serializers.IntegerField()
+    only_production_right = serializers.IntegerField()
+    p_value = serializers.FloatField()
+    significant = serializers.BooleanField(help_text="At the 5% level.")
+
+
+class ShadowResultsSerializer(serializers.Serializer):
+    """A model's record as a shadow: what it would have answered to production's requests."""
+
+    mlmodel = serializers.IntegerField()
+    requests = serializers.IntegerField(help_text="Production requests the model scored.")
+    feedback = serializers.IntegerField()
+    correct = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+    ci95 = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    paired = ShadowPairedSerializer()

@@ -11,14 +11,14 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.endpoints import ab_statistics, artifacts, selectors
+from apps.endpoints import ab_statistics, artifacts, routing, selectors
 # Aliased: "metrics" is also a model version's offline figures, a parameter below.
 from apps.endpoints import metrics as monitoring
 from apps.endpoints.exceptions import Conflict, InvalidInput, NotFound
 from apps.endpoints.models import (
-    ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
+    ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Policy, Status, Strategy,
 )
-from apps.ml import catalog
+from apps.ml import catalog, drift
 from apps.ml.base import FORMATS
 from apps.ml.checksums import sha256_bytes
 from apps.webhooks import services as webhooks
@@ -38,12 +38,13 @@ def _lock_endpoint(endpoint_id: int) -> Endpoint:
 
 
 def _status_write(*, mlmodel: MLModel, status: str, created_by: str,
-                  event: dict | None = None) -> MLModelStatus:
+                  event: dict | None = None, announce: bool = True) -> MLModelStatus:
     """Make ``status`` the model's one active status; the caller holds the endpoint lock.
 
     Taking production archives the endpoint's previous production model in the same transaction
     (as MLflow's transition with archive_existing_versions=True), and records the promotion for
-    webhook subscribers (``event``: more of its data).
+    webhook subscribers (``event``: more of its data) unless ``announce`` is false (an A/B
+    test's incumbent taking back the production it held: nothing was promoted).
     """
     archived = []
     if status == Status.PRODUCTION:
@@ -63,7 +64,7 @@ def _status_write(*, mlmodel: MLModel, status: str, created_by: str,
         mlmodel=mlmodel, endpoint_id=mlmodel.endpoint_id, status=status, active=True,
         created_by=created_by,
     )
-    if status == Status.PRODUCTION:  # told to subscribers if, and when, this commits
+    if status == Status.PRODUCTION and announce:  # told to subscribers if, and when, it commits
         event = event or {}
         webhooks.event_record(endpoint=mlmodel.endpoint, type=EventType.MODEL_PROMOTED, data={
             "model": _described(mlmodel), "archived": archived + event.get("archived", []),
@@ -146,12 +147,15 @@ def mlmodel_create(
     classes: list[str] | None = None,
     status: str = Status.TESTING,
     created_by: str = "",
+    training_profile: dict[str, Any] | None = None,
 ) -> MLModel:
     """Register a model version with its first status.
 
     ``code`` must name a class of the algorithm catalogue, and ``artifact_path`` a file inside
     the artifact store; without ``artifact_sha256`` the file's current checksum is recorded, and
-    without ``artifact_format`` the file's extension says it (.onnx, .joblib).
+    without ``artifact_format`` the file's extension says it (.onnx, .joblib). A
+    ``training_profile`` (apps/ml/drift.py) is what the model's requests are compared with for
+    drift; without one, the model's drift cannot be computed.
     """
     try:
         algorithm_class = catalog.algorithm_class(code)
@@ -163,6 +167,7 @@ def mlmodel_create(
         description=description, artifact_path=stored_path, artifact_sha256=checksum,
         artifact_format=_artifact_format(artifact_path, artifact_format), metrics=metrics or {},
         classes=classes or list(algorithm_class.classes),
+        training_profile=_profile_checked(training_profile) if training_profile else {},
     )
     try:
         with transaction.atomic():
@@ -176,24 +181,51 @@ def mlmodel_create(
 
 
 def mlmodel_artifact_update(*, mlmodel: MLModel, artifact_path: str, artifact_sha256: str,
-                            metrics: dict[str, Any],
-                            artifact_format: str | None = None) -> MLModel:
+                            metrics: dict[str, Any], artifact_format: str | None = None,
+                            training_profile: dict[str, Any] | None = None) -> MLModel:
     """Point a model version at its retrained (or newly compiled) artifact: register_models,
     after training again.
 
-    The same checks as registration: a file of the store whose sha256 is the one given.
+    The same checks as registration: a file of the store whose sha256 is the one given. A
+    ``training_profile`` replaces the model's; without one the model keeps its own.
     """
     mlmodel.artifact_path, mlmodel.artifact_sha256 = _artifact_checked(artifact_path,
                                                                        artifact_sha256)
     mlmodel.artifact_format = _artifact_format(artifact_path, artifact_format)
     mlmodel.metrics = metrics
+    if training_profile:
+        mlmodel.training_profile = _profile_checked(training_profile)
     mlmodel.save(update_fields=["artifact_path", "artifact_sha256", "artifact_format",
-                                "metrics"])
+                                "metrics", "training_profile"])
+    return mlmodel
+
+
+def _profile_checked(training_profile: Any) -> dict[str, Any]:
+    """A training profile of the shape apps/ml/drift.py makes, else InvalidInput naming each
+    fault: the model's page, /metrics and its drift route all read it."""
+    problems = drift.profile_problems(training_profile)
+    if problems:
+        raise InvalidInput("training_profile: " + "; ".join(problems))
+    return training_profile
+
+
+def mlmodel_training_profile_set(*, mlmodel: MLModel,
+                                 training_profile: dict[str, Any]) -> MLModel:
+    """Record the feature distributions of a model's training data (register_models, when the
+    manifest's differ from the model's: profiles came after some models were registered)."""
+    mlmodel.training_profile = _profile_checked(training_profile)
+    mlmodel.save(update_fields=["training_profile"])
     return mlmodel
 
 
 def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:
-    """Record the true label of a served request; it must be one of the model's classes."""
+    """Record the true label of a served request; it must be one of the model's classes.
+
+    Feedback on a request a running A/B test routed may move that test: under Thompson sampling
+    its arms' shares are recomputed, and an auto-stop test stops once its always-valid result
+    is significant or its budget is spent. Both happen in the feedback's transaction, so a
+    failure stores neither.
+    """
     classes = mlrequest.mlmodel.classes
     if feedback not in classes:
         raise InvalidInput(
@@ -203,7 +235,12 @@ def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:
     first = mlrequest.feedback is None
     mlrequest.feedback = feedback
     mlrequest.feedback_at = timezone.now()
-    mlrequest.save(update_fields=["feedback", "feedback_at"])
+    with transaction.atomic():
+        mlrequest.save(update_fields=["feedback", "feedback_at"])
+        ab_test = mlrequest.ab_test  # select_related by the API's queryset
+        if ab_test is not None and ab_test.ended_at is None and (
+                ab_test.auto_stop or ab_test.strategy == Strategy.THOMPSON):
+            _ab_test_feedback_arrived(ab_test.pk)
     if first:  # counters only go up: a request's feedback is counted when it first arrives
         model = mlrequest.mlmodel
         labels = (model.endpoint.name, model.name, model.version)
@@ -217,8 +254,23 @@ def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:
 MAX_WEIGHT = 1e6
 
 
-def _test_definition_checked(mlmodels: list[MLModel], split: list[float] | None) -> list[float]:
-    """The split of a test of ``mlmodels``: InvalidInput naming what is wrong with either."""
+def _test_definition_checked(mlmodels: list[MLModel], split: list[float] | None, *,
+                             alpha: float, max_feedback: int | None, auto_stop: bool,
+                             min_share: float) -> list[float]:
+    """The split of a test of ``mlmodels``: InvalidInput naming what is wrong with it, the
+    models or the test's other settings."""
+    if not 0 < alpha < 0.5:
+        raise InvalidInput(f"alpha: the significance level must be between 0 and 0.5 "
+                           f"(exclusive), got {alpha}")
+    if max_feedback is not None and not auto_stop:
+        raise InvalidInput("max_feedback: a feedback budget applies to a test that stops by "
+                           "itself; give auto_stop: true as well")
+    if max_feedback is not None and max_feedback < 1:
+        raise InvalidInput(f"max_feedback: give a positive number, got {max_feedback}")
+    if not 0 <= min_share * len(mlmodels) < 1:
+        raise InvalidInput(
+            f"min_share: each of {len(mlmodels)} models' least share must be at least 0 and "
+            f"together below 1 (below {1 / len(mlmodels):.3g} each), got {min_share}")
     if len(mlmodels) < 2:
         raise InvalidInput(f"an A/B test needs at least two models, got {len(mlmodels)}")
     ids = [m.pk for m in mlmodels]
@@ -242,13 +294,25 @@ def _test_definition_checked(mlmodels: list[MLModel], split: list[float] | None)
 
 
 def ab_test_create(
-    *, title: str, created_by: str, mlmodels: list[MLModel], split: list[float] | None = None
+    *, title: str, created_by: str, mlmodels: list[MLModel], split: list[float] | None = None,
+    policy: str = Policy.BEST, alpha: float = ab_statistics.ALPHA, auto_stop: bool = False,
+    max_feedback: int | None = None, strategy: str = Strategy.FIXED, min_share: float = 0.05,
 ) -> ABTest:
     """Start an A/B test: the models move to ``ab_testing`` in one transaction.
 
-    ``split`` holds one positive weight per model (default: equal shares).
+    ``split`` holds one positive weight per model (default: equal shares): the traffic split
+    under the ``fixed`` strategy, and the split until feedback arrives under ``thompson``.
+    ``policy`` says what the stop does with production (``best``, ``significant``, judged at
+    ``alpha``); with ``auto_stop`` the test stops itself (see ``feedback_set``).
     """
-    split = _test_definition_checked(mlmodels, split)
+    if policy not in Policy.values:
+        raise InvalidInput(f"policy: {policy!r} is not a policy; expected one of: "
+                           + ", ".join(Policy.values))
+    if strategy not in Strategy.values:
+        raise InvalidInput(f"strategy: {strategy!r} is not a strategy; expected one of: "
+                           + ", ".join(Strategy.values))
+    split = _test_definition_checked(mlmodels, split, alpha=alpha, max_feedback=max_feedback,
+                                     auto_stop=auto_stop, min_share=min_share)
     ids = [m.pk for m in mlmodels]
     with transaction.atomic():
         endpoint = _lock_endpoint(mlmodels[0].endpoint_id)
@@ -268,25 +332,31 @@ def ab_test_create(
                 f"A/B test {running.pk} ({running.title!r}) is already running on endpoint "
                 f"{endpoint.name!r}; stop it before starting another"
             )
-        ab_test = ABTest.objects.create(title=title, endpoint=endpoint, created_by=created_by)
+        ab_test = ABTest.objects.create(
+            title=title, endpoint=endpoint, created_by=created_by, policy=policy, alpha=alpha,
+            auto_stop=auto_stop, max_feedback=max_feedback, strategy=strategy,
+            min_share=min_share)
         for mlmodel, weight in zip(mlmodels, split):
             ABTestArm.objects.create(
-                ab_test=ab_test, mlmodel=mlmodel, weight=weight,
+                ab_test=ab_test, mlmodel=mlmodel, weight=weight, share=weight / sum(split),
                 was_production=current.get(mlmodel.pk) == Status.PRODUCTION,
             )
             _status_write(mlmodel=mlmodel, status=Status.AB_TESTING, created_by=created_by)
         webhooks.event_record(endpoint=endpoint, type=EventType.ABTEST_STARTED, data={
             "ab_test": {"id": ab_test.pk, "title": title},
             "models": [{**_described(m), "weight": w} for m, w in zip(mlmodels, split)],
-            "by": created_by})
+            "policy": policy, "strategy": strategy, "auto_stop": auto_stop, "by": created_by})
     return ab_test
 
 
-def _promote_leader(ab_test: ABTest, leader: int, stopped_by: str):
-    """The stop's status changes: the leader to production, the incumbent (if it lost) to
-    archived, the others back to testing. Returns the winning arm and the changes in words."""
+def _end_statuses(ab_test: ABTest, promote: int | None, stopped_by: str):
+    """The stop's status changes: the model to ``promote`` goes to production and the incumbent,
+    if it lost, is archived; with nothing to promote the incumbent (if it is in the test) takes
+    production back. Every other model goes back to testing. Returns the production arm (None
+    when the endpoint's production lies outside the test) and the changes in words."""
     arms = {arm.mlmodel_id: arm for arm in ab_test.arms.all()}  # prefetched with the lock
-    winner = arms[leader]
+    incumbent = next((arm for arm in arms.values() if arm.was_production), None)
+    winner = arms[promote] if promote is not None else incumbent
     moves, archived = [], []
     for arm in arms.values():
         if arm is winner:
@@ -296,18 +366,24 @@ def _promote_leader(ab_test: ABTest, leader: int, stopped_by: str):
         moves.append(f"{arm.mlmodel} -> {status}")
         if status == Status.ARCHIVED:
             archived.append(_described(arm.mlmodel))
+    if winner is None:
+        return None, moves
     _status_write(mlmodel=winner.mlmodel, status=Status.PRODUCTION, created_by=stopped_by,
+                  announce=not winner.was_production,
                   event={"ab_test": {"id": ab_test.pk, "title": ab_test.title},
                          "archived": archived})
-    return winner, [f"{winner.mlmodel} -> production", *moves]
+    kept = " (kept)" if winner.was_production else ""
+    return winner, [f"{winner.mlmodel} -> production{kept}", *moves]
 
 
 def ab_test_stop(*, ab_test_id: int, stopped_by: str) -> ABTest:
-    """End a test and promote its most accurate model, all in one transaction.
+    """End a test and apply its policy to production, all in one transaction.
 
-    The winner goes to production; the incumbent, if it lost, is archived; the other models go
-    back to testing. The test row is locked first, so concurrent stops promote exactly once: the
-    later ones find the test ended and get a Conflict.
+    Under ``best`` the most accurate model goes to production; under ``significant`` only a
+    model better than the incumbent at the test's alpha (always-valid p-value) does, and
+    otherwise production stays as it was. An incumbent that lost is archived; the other models
+    go back to testing. The test row is locked first, so concurrent stops (and auto-stops)
+    change production exactly once: the later ones find the test ended and get a Conflict.
     """
     with transaction.atomic():
         try:
@@ -315,31 +391,70 @@ def ab_test_stop(*, ab_test_id: int, stopped_by: str) -> ABTest:
                        .prefetch_related("arms__mlmodel").get(pk=ab_test_id))
         except ABTest.DoesNotExist:
             raise NotFound(f"no A/B test with id {ab_test_id}") from None
-        if ab_test.ended_at is not None:
-            raise Conflict(
-                f"A/B test {ab_test.pk} was already stopped at {ab_test.ended_at.isoformat()}"
-            )
-        _lock_endpoint(ab_test.endpoint_id)
-        counts = selectors.ab_test_counts(ab_test)
-        waiting = [f"{c.name} {c.version}" for c in counts if c.feedback == 0]
-        if waiting:
-            raise Conflict(
-                f"A/B test {ab_test.pk} cannot be stopped yet: no feedback for "
-                + ", ".join(waiting) + "; the test keeps running"
-            )
-        result = ab_statistics.results(counts)
-        winner, moves = _promote_leader(ab_test, result["leader"], stopped_by)
+        return _stop_locked(ab_test, stopped_by=stopped_by)
 
-        result["promoted"] = winner.mlmodel_id
-        result["stopped_by"] = stopped_by
-        ab_test.ended_at = timezone.now()
-        ab_test.results = result
-        ab_test.summary = (
-            ab_statistics.summary_text(result) + "\nstatus changes: " + "; ".join(moves)
+
+def _stop_locked(ab_test: ABTest, *, stopped_by: str, counts=None) -> ABTest:
+    """``ab_test_stop`` once the test's row is locked (prefetched with its arms)."""
+    if ab_test.ended_at is not None:
+        raise Conflict(
+            f"A/B test {ab_test.pk} was already stopped at {ab_test.ended_at.isoformat()}"
         )
-        ab_test.save(update_fields=["ended_at", "results", "summary"])
-        webhooks.event_record(endpoint=ab_test.endpoint, type=EventType.ABTEST_STOPPED, data={
-            "ab_test": {"id": ab_test.pk, "title": ab_test.title},
-            "promoted": _described(winner.mlmodel), "status_changes": moves,
-            "summary": ab_test.summary, "by": stopped_by})
+    _lock_endpoint(ab_test.endpoint_id)
+    counts = counts or selectors.ab_test_counts(ab_test)
+    waiting = [f"{c.name} {c.version}" for c in counts if c.feedback == 0]
+    if waiting:
+        raise Conflict(
+            f"A/B test {ab_test.pk} cannot be stopped yet: no feedback for "
+            + ", ".join(waiting) + "; the test keeps running"
+        )
+    result = selectors.ab_test_live_results(ab_test, counts)
+    decision = result["decision"]
+    production, moves = _end_statuses(ab_test, decision["promote"], stopped_by)
+
+    result["promoted"] = decision["promote"]
+    result["production"] = production.mlmodel_id if production else None
+    result["stopped_by"] = stopped_by
+    ab_test.ended_at = timezone.now()
+    ab_test.results = result
+    ab_test.summary = (ab_statistics.summary_text(result) + "\nstatus changes: "
+                       + "; ".join(moves))
+    ab_test.save(update_fields=["ended_at", "results", "summary"])
+    # "promoted": the model the policy chose (the incumbent, when it won under best); None
+    # when production stays as it was for want of a significant winner.
+    promoted = production.mlmodel if decision["promote"] is not None else None
+    webhooks.event_record(endpoint=ab_test.endpoint, type=EventType.ABTEST_STOPPED, data={
+        "ab_test": {"id": ab_test.pk, "title": ab_test.title},
+        "promoted": _described(promoted) if promoted else None,
+        "decision": decision["reason"], "status_changes": moves,
+        "summary": ab_test.summary, "by": stopped_by})
     return ab_test
+
+
+AUTO_STOPPER = "auto-stop"
+
+
+def _ab_test_feedback_arrived(ab_test_id: int) -> None:
+    """A running test's reaction to new feedback; called inside the feedback's transaction.
+
+    The test's row is locked, so feedback arriving at once is judged one after the other, each
+    seeing the feedback committed before it: exactly one of them stops an auto-stop test (the
+    others find it ended). The cost, an aggregate over the test's requests, is paid on feedback,
+    never on the predict path, which only reads the arms' shares.
+    """
+    ab_test = (ABTest.objects.select_for_update().prefetch_related("arms__mlmodel")
+               .filter(pk=ab_test_id, ended_at__isnull=True).first())
+    if ab_test is None:  # stopped meanwhile
+        return
+    counts = selectors.ab_test_counts(ab_test)
+    if ab_test.strategy == Strategy.THOMPSON:
+        shares = routing.thompson_shares([c.correct for c in counts],
+                                         [c.feedback for c in counts],
+                                         min_share=ab_test.min_share)
+        for arm, share in zip(ab_test.arms.all(), shares):
+            ABTestArm.objects.filter(pk=arm.pk).update(share=share)
+    if ab_test.auto_stop:
+        result = selectors.ab_test_live_results(ab_test, counts)
+        reason = ab_statistics.auto_stop_reason(result, max_feedback=ab_test.max_feedback)
+        if reason is not None:
+            _stop_locked(ab_test, stopped_by=f"{AUTO_STOPPER} ({reason})", counts=counts)

@@ -2,8 +2,9 @@
 from collections.abc import Callable
 
 from django.db.models import Model
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
@@ -39,6 +40,12 @@ class CreateThroughService:
         return self.serializer_class
 
 
+NO_TRAINING_PROFILE = OpenApiResponse(
+    response={"$ref": "#/components/schemas/Error"},
+    description="The model has no training profile (or none this service can read) to "
+                "compare its requests with.")
+
+
 def create_schema(request, response):
     return extend_schema_view(create=extend_schema(request=request, responses={201: response}))
 
@@ -61,6 +68,25 @@ class MLModelViewSet(CreateThroughService, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return selectors.mlmodel_list()
+
+    @extend_schema(responses={200: serializers.ShadowResultsSerializer})
+    @action(detail=True, methods=["get"])
+    def shadow(self, request, pk=None):
+        """The model's record as a shadow: its accuracy on the production requests it scored,
+        and a paired comparison with production's answers to them (McNemar's test)."""
+        return Response(selectors.shadow_results(self.get_object()))
+
+    @extend_schema(parameters=[serializers.DriftQuerySerializer],
+                   responses={200: serializers.DriftSerializer, 409: NO_TRAINING_PROFILE})
+    @action(detail=True, methods=["get"])
+    def drift(self, request, pk=None):
+        """How far the model's latest requests (answered, or scored as a shadow) have moved from
+        its training data: each feature's Population Stability Index over its bins; a feature
+        above 0.2 has drifted."""
+        query = serializers.DriftQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        result = selectors.model_drift(self.get_object(), **query.validated_data)
+        return Response(serializers.DriftSerializer(result).data)
 
 
 @create_schema(serializers.MLModelStatusCreateSerializer, serializers.MLModelStatusSerializer)

@@ -55,8 +55,7 @@ def ab_test_stop(request, pk: int):
     except RegistryError as exc:
         messages.error(request, exc.detail)
     else:
-        messages.success(request, f"A/B test stopped: {figures.promoted(stopped)} is in "
-                                  f"production")
+        messages.success(request, figures.stop_message(stopped))
     return redirect("web:abtest", pk=pk)
 
 
@@ -65,6 +64,8 @@ def model_page(request, pk: int):
     live = figures.accuracy(*selectors.live_counts([mlmodel.pk]).get(mlmodel.pk, (0, 0, 0)))
     return render(request, "web/model.html", {
         "mlmodel": mlmodel, "live": live, "figures": figures.model_figures(mlmodel),
+        "shadow": selectors.shadow_results(mlmodel),
+        "drift": figures.drift(mlmodel),
         "history": mlmodel.statuses.order_by("-id"),
         "metrics": sorted(mlmodel.metrics.items()),
     })

@@ -72,7 +72,7 @@ def test_refused_artifacts_and_load_times_are_counted(rf):
     registry.clear()
 
 
-def test_metrics_are_text_and_may_need_a_token(client, settings):
+def test_metrics_are_text_and_may_need_a_token(client, settings, db):  # drift: from the db
     response = client.get("/metrics")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
     assert b"# TYPE mlregistry_predictions_total counter" in response.content

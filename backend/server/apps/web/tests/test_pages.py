@@ -58,9 +58,12 @@ def test_home_shows_each_endpoint_its_production_model_and_running_test(client, 
 def test_the_ab_test_page_has_every_figure_and_the_comparison_in_words(client, ab_test):
     page = client.get(f"/abtests/{ab_test.pk}")
     words = text(page)
-    assert re.search(r"random forest 0\.0\.1 incumbent 1\.0 4 4 75\.0% \d+\.\d% to \d+\.\d%",
-                     words), words
-    assert re.search(r"extra trees 0\.0\.1 1\.0 3 2 50\.0%", words)
+    assert re.search(r"random forest 0\.0\.1 incumbent 1\.0 50\.0% 4 4 75\.0% "
+                     r"\d+\.\d% to \d+\.\d%", words), words
+    assert re.search(r"extra trees 0\.0\.1 1\.0 50\.0% 3 2 50\.0%", words)
+    assert "Policy best (the most accurate model is promoted)" in words
+    assert ("If stopped now: random forest 0.0.1 is the most accurate; it is promoted on a "
+            "difference that is not significant") in words
     assert re.search(r"random forest 0\.0\.1 is 25\.0 points ahead of extra trees 0\.0\.1 "
                      r"\(95% CI -?\d+\.\d to \d+\.\d, p = [\d.]+\): cannot tell them apart yet",
                      words), words
@@ -92,7 +95,8 @@ def test_only_staff_see_and_use_the_stop_button(client, staff, ab_test, django_u
 def test_a_stop_from_the_page_promotes_as_the_api_would(staff, ab_test, registered):
     response = staff.post(f"/abtests/{ab_test.pk}/stop", follow=True)
     words = text(response)
-    assert "A/B test stopped: random forest 0.0.1 is in production" in words
+    assert ("A/B test stopped: random forest 0.0.1 is the most accurate; it is promoted on a "
+            "difference that is not significant") in words
     assert "Decision" in words and "status changes: random forest 0.0.1 -> production" in words
     assert 'id="stop"' not in response.content.decode()
     active = dict(MLModelStatus.objects.filter(active=True).values_list("mlmodel__name", "status"))

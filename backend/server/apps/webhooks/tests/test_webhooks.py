@@ -111,18 +111,36 @@ def test_starting_and_stopping_a_test_are_told(registered, subscribe, sample_row
     subscribe("http://a.example/hook")
     models = list(registered.values())
     test = services.ab_test_create(title="rf vs et", created_by="ann", mlmodels=models)
-    for model in models:
+    for model in models:  # the challenger right, the incumbent wrong: the challenger wins
         answered = predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
                                                  status="ab_testing", name=model.name)
-        services.feedback_set(mlrequest=answered, feedback="<=50K")
+        wrong = next(c for c in model.classes if c != answered.response)
+        services.feedback_set(mlrequest=answered, feedback=wrong if model.name == "random forest"
+                              else answered.response)
     services.ab_test_stop(ab_test_id=test.pk, stopped_by="bob")
     events = {e.type: e.data for e in Event.objects.all()}
     assert set(events) == {"abtest.started", "model.promoted", "abtest.stopped"}
+    assert events["model.promoted"]["model"]["name"] == "extra trees"
     assert events["abtest.started"]["ab_test"] == {"id": test.pk, "title": "rf vs et"}
     assert [m["weight"] for m in events["abtest.started"]["models"]] == [1.0, 1.0]
     assert events["abtest.stopped"]["promoted"] == events["model.promoted"]["model"]
     assert events["model.promoted"]["ab_test"] == {"id": test.pk, "title": "rf vs et"}
     assert events["abtest.stopped"]["by"] == "bob" and "summary" in events["abtest.stopped"]
+    assert "not significant" in events["abtest.stopped"]["decision"]
+
+
+def test_an_incumbent_that_keeps_production_is_no_promotion(registered, subscribe, sample_row):
+    subscribe("http://a.example/hook")
+    models = list(registered.values())
+    test = services.ab_test_create(title="rf vs et", created_by="ann", mlmodels=models)
+    for model in models:
+        answered = predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
+                                                 status="ab_testing", name=model.name)
+        services.feedback_set(mlrequest=answered, feedback=answered.response)
+    services.ab_test_stop(ab_test_id=test.pk, stopped_by="bob")
+    events = {e.type: e.data for e in Event.objects.all()}
+    assert set(events) == {"abtest.started", "abtest.stopped"}
+    assert events["abtest.stopped"]["promoted"]["name"] == "random forest"  # it won, and kept
 
 
 def test_a_delivery_is_signed_with_the_subscribers_secret(registered, subscribe, receiver):

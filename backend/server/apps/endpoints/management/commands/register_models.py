@@ -1,11 +1,13 @@
 """Register the trained models in the database: idempotent, safe to run from several processes.
 
 Reads research/artifacts/manifest.json (written by research/train.py), creates the endpoint and
-one MLModel per entry with its artifact path, sha256 and offline metrics, and gives each new model
-its first status. Running it again creates nothing twice; an entry whose artifact was retrained
-(or is now the compiled ONNX file) gets its artifact, checksum and metrics updated, with the
-checks of a registration. It is the only way models enter the registry at start-up: importing
-wsgi.py writes nothing.
+one MLModel per entry with its artifact path, sha256, offline metrics and training profile (what
+drift is measured against), and gives each new model its first status. Running it again creates
+nothing twice; an entry whose artifact was retrained (or is now the compiled ONNX file) gets its
+artifact, checksum and metrics updated, with the checks of a registration, and a model whose
+training profile differs from its entry's (one registered before profiles existed) gets the
+entry's. It is the only way models enter the registry at start-up: importing wsgi.py writes
+nothing.
 """
 import json
 from pathlib import Path
@@ -51,6 +53,7 @@ class Command(BaseCommand):
 
     def _register(self, endpoint, entry):
         label = f"{entry['name']} {entry['version']}"
+        profile = entry.get("training_profile")  # manifests written before drift have none
         existing = MLModel.objects.filter(
             endpoint=endpoint, name=entry["name"], version=entry["version"]
         ).first()
@@ -63,7 +66,7 @@ class Command(BaseCommand):
                     artifact_format=entry.get("format"),
                     metrics=entry["metrics"], classes=entry["classes"],
                     status=INITIAL_STATUS.get(entry["name"], Status.TESTING),
-                    created_by="register_models",
+                    created_by="register_models", training_profile=profile,
                 )
             except Conflict:  # a concurrent run registered it first
                 self.stdout.write(f"{label}: already registered")
@@ -74,9 +77,15 @@ class Command(BaseCommand):
                 services.mlmodel_artifact_update(
                     mlmodel=existing, artifact_path=entry["artifact"],
                     artifact_sha256=entry["sha256"], artifact_format=entry.get("format"),
-                    metrics=entry["metrics"])
+                    metrics=entry["metrics"], training_profile=profile)
             except InvalidInput as exc:
                 raise CommandError(f"{label}: {exc.detail}") from None
             self.stdout.write(self.style.WARNING(f"{label}: artifact retrained, checksum updated"))
+        elif profile and profile != existing.training_profile:
+            try:
+                services.mlmodel_training_profile_set(mlmodel=existing, training_profile=profile)
+            except InvalidInput as exc:
+                raise CommandError(f"{label}: {exc.detail}") from None
+            self.stdout.write(self.style.WARNING(f"{label}: training profile updated"))
         else:
             self.stdout.write(f"{label}: already registered")

@@ -56,6 +56,7 @@ function abTestPage(dataUrl) {
     for (const m of fresh.models) {
       const row = document.querySelector(`tr[data-model="${m.mlmodel}"]`);
       if (!row) continue;
+      row.querySelector(".share").textContent = pct(m.share);
       row.querySelector(".requests").textContent = m.requests;
       row.querySelector(".feedback").textContent = m.feedback;
       row.querySelector(".accuracy").textContent = pct(m.accuracy);
@@ -69,6 +70,8 @@ function abTestPage(dataUrl) {
         item.textContent = text;
         return item;
       }));
+    const decision = document.getElementById("decision-now");
+    if (decision && fresh.decision) decision.textContent = "If stopped now: " + fresh.decision;
     chart.data.datasets = accuracyDatasets(fresh.series);
     chart.update();
     if (fresh.state !== "running") {
