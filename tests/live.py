@@ -163,11 +163,13 @@ def render(template: str, **values) -> str:
 
 
 def start_nginx(folder: Path, port: int, *, upstream: str, static_root: Path,
-                max_body_bytes: int, access_log: bool = True) -> subprocess.Popen:
+                max_body_bytes: int, max_artifact_bytes: int = 100 * 1024 * 1024,
+                access_log: bool = True) -> subprocess.Popen:
     """nginx from the distribution with the project's template, as the nginx image renders it,
     its files in ``folder``; once it answers on ``port``."""
     conf = render(NGINX_TEMPLATE.read_text(), APP_UPSTREAM=upstream, STATIC_ROOT=str(static_root),
-                  NGINX_PORT=f"127.0.0.1:{port}", MAX_BODY_BYTES=str(max_body_bytes))
+                  NGINX_PORT=f"127.0.0.1:{port}", MAX_BODY_BYTES=str(max_body_bytes),
+                  MAX_ARTIFACT_BYTES=str(max_artifact_bytes))
     (folder / "default.conf").write_text(conf)
     (folder / "nginx.conf").write_text(f"""
 {"user root;" if os.geteuid() == 0 else ""}

@@ -58,7 +58,10 @@ def stack(transactional_db, tmp_path, request):
     manage("collectstatic", "--noinput", "--verbosity", "0", STATIC_ROOT=str(static))
     manage("register_models")
     redis.Redis.from_url(REDIS_URL).flushdb()
-    app_env = {"NUM_PROXIES": "1", "REDIS_URL": REDIS_URL, **getattr(request, "param", {})}
+    app_env = {"NUM_PROXIES": "1", "REDIS_URL": REDIS_URL,
+               "ARTIFACT_STORE_DIR": str(tmp_path / "artifact-store"),
+               "ARTIFACT_CACHE_DIR": str(tmp_path / "artifact-cache"),
+               **getattr(request, "param", {})}
     app_port, nginx_port = free_port(), free_port()
     logs = {host: tmp_path / f"access-{host}.log" for host in REPLICAS}
     started = []
@@ -123,6 +126,33 @@ def test_a_body_over_the_limit_is_a_json_413_from_nginx_too(stack, sample_row):
     assert requests.post(url, json=sample_row, timeout=30).status_code == 200
     # Only the second reached a replica: nginx refused the first itself.
     assert sum(served_by_replica(stack, 1).values()) == 1
+
+
+def test_a_model_upload_over_the_body_limit_passes_nginx_on_its_own_route(stack, sample_row):
+    """Model files are larger than any other body: nginx lets them through on the upload
+    route only (MAX_ARTIFACT_BYTES), and the model is served through nginx by either replica."""
+    import onnx
+
+    from apps.endpoints.tests.test_upload import train_pipeline
+    from research import adult
+
+    rows = adult.load("adult.data", None)[:1000]
+    model = onnx.load_model_from_string(train_pipeline(rows, [r["income"] for r in rows]))
+    notes = model.metadata_props.add()
+    notes.key, notes.value = "notes", "x" * 1_500_000  # over MAX_BODY_BYTES (1 MiB)
+    data = model.SerializeToString()
+    response = requests.post(f"{stack['url']}/api/v1/mlmodels/upload", headers=auth(stack),
+                             data={"endpoint": "classifier", "name": "big", "version": "1"},
+                             files={"artifact": ("big.onnx", data)}, timeout=120)
+    assert response.status_code == 201, response.text
+    for _ in range(6):  # both replicas, through nginx
+        answer = requests.post(f"{stack['url']}/api/v1/classifier/predict?status=testing"
+                               f"&name=big", json=sample_row, timeout=60)
+        assert answer.status_code == 200 and answer.json()["model"]["name"] == "big"
+    # Any other route keeps the body limit.
+    other = requests.post(f"{stack['url']}/api/v1/mlmodels", headers=auth(stack),
+                          data=data, timeout=60)
+    assert other.status_code == 413 and other.json()["code"] == "too_large"
 
 
 def test_metrics_are_scraped_from_the_instances_not_through_nginx(stack, sample_row):

@@ -5,6 +5,11 @@
     ALLOWED_HOSTS    comma-separated; default "localhost,127.0.0.1"
     DATABASE_URL     e.g. postgres://user:pass@host:5432/db; default: SQLite file db.sqlite3
     ML_ARTIFACTS_DIR where model artifacts named by relative paths live; default research/artifacts
+    ARTIFACT_STORAGE where uploaded model versions are stored: local (ARTIFACT_STORE_DIR, default
+                     var/artifact-store) or s3 (AWS_STORAGE_BUCKET_NAME, AWS_S3_ENDPOINT_URL,
+                     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_S3_REGION_NAME)
+    ARTIFACT_CACHE_DIR where each replica caches fetched artifacts by checksum; default var/artifact-cache
+    MAX_ARTIFACT_BYTES the largest model upload (default 100 MiB)
     CSRF_TRUSTED_ORIGINS  comma-separated origins (https://ml.example.com) for the admin behind TLS
     SECURE_COOKIES   send session/CSRF cookies over HTTPS only; default on unless DEBUG
     SECURE_HSTS_SECONDS   HSTS max-age, when this app (not the TLS terminator) should set it
@@ -175,6 +180,44 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 
 ML_ARTIFACTS_DIR = Path(os.environ.get("ML_ARTIFACTS_DIR", REPO_DIR / "research" / "artifacts"))
 
+# The artifact store: where uploaded model versions live (apps/endpoints/artifacts.py), through
+# Django's storage API. "local" (the default): a folder on this disk; "s3": any S3-compatible
+# object store through django-storages, so every replica, on any host, can fetch what one of them
+# received. Each replica caches the artifacts it fetched in ARTIFACT_CACHE_DIR, by checksum.
+ARTIFACT_STORAGE = os.environ.get("ARTIFACT_STORAGE", "local")
+ARTIFACT_CACHE_DIR = Path(os.environ.get("ARTIFACT_CACHE_DIR", REPO_DIR / "var" / "artifact-cache"))
+# The largest artifact an upload may carry (its route's body limit; nginx is given it too).
+MAX_ARTIFACT_BYTES = env_int("MAX_ARTIFACT_BYTES", 100 * 1024 * 1024)
+if ARTIFACT_STORAGE == "local":
+    _artifact_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": os.environ.get("ARTIFACT_STORE_DIR",
+                                               str(REPO_DIR / "var" / "artifact-store")),
+                    "allow_overwrite": True},
+    }
+elif ARTIFACT_STORAGE == "s3":
+    _artifact_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ.get("AWS_STORAGE_BUCKET_NAME", "ml-artifacts"),
+            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
+            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            # Names are checksums: the same name is the same bytes, never a different file.
+            "file_overwrite": True,
+            "default_acl": None,
+            "querystring_auth": False,
+        },
+    }
+else:
+    raise ImproperlyConfigured(f"ARTIFACT_STORAGE={ARTIFACT_STORAGE!r}: expected local or s3")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "artifacts": _artifact_storage,
+}
+
 # The largest request body any route reads, files included (BodyLimitMiddleware; nginx is given
 # the same limit): a batch of 1000 prediction rows is about 350 KB. Beyond it: 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1024 * 1024)
@@ -233,6 +276,8 @@ SPECTACULAR_SETTINGS = {
                    "and its feedback, and runs A/B tests between model versions.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "RegistrationStatusEnum": "apps.endpoints.serializers.REGISTRATION_STATUSES"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "apps.endpoints.schema.canonical_paths",

@@ -193,7 +193,8 @@ def _comparison(leader: ArmCounts, other: ArmCounts, alpha: float, pairs: int) -
     low, high = confidence_sequence(*counts, alpha=alpha / pairs)
     return {"leader": leader.mlmodel, "other": other.mlmodel,
             **two_proportion_test(*counts, alpha=alpha), "alpha": alpha,
-            "sequential": {"p_value": p, "cs": [low, high], "significant": p <= alpha}}
+            "sequential": {"p_value": p, "cs": [low, high], "cs_alpha": alpha / pairs,
+                           "significant": p <= alpha}}
 
 
 def results(arms: list[ArmCounts], *, alpha: float = ALPHA, policy: str = "best") -> dict:
@@ -259,10 +260,35 @@ def _decision(out: dict, arms: list[ArmCounts], judged: list[ArmCounts]) -> dict
         figures += f" against {_name(next(a for a in rivals if a.mlmodel == worst['other']))}"
     if policy == "best":
         promote, reason = leader.mlmodel, _best_reason(out, leader, worst, figures, significant)
+    elif incumbent is not None and incumbent is not leader and not significant and (
+            runner_up := _significant_challenger(out, arms, judged, incumbent)) is not None:
+        # The leader is not yet shown better than the incumbent, but a model between them is.
+        challenger, comparison = runner_up
+        significant = True
+        promote, reason = challenger.mlmodel, (
+            f"{_name(challenger)} is better than the incumbent {_name(incumbent)} at the "
+            f"{100 * out['alpha']:g}% level (always-valid p = "
+            f"{comparison['sequential']['p_value']:.2g}); {_name(leader)} is more accurate "
+            f"still, but not yet shown better than the incumbent ({figures})")
     else:
         promote, reason = _significant_policy(out, leader, incumbent, rivals, figures,
                                               significant)
     return {"policy": policy, "promote": promote, "significant": significant, "reason": reason}
+
+
+def _significant_challenger(out: dict, arms: list[ArmCounts], judged: list[ArmCounts],
+                           incumbent: ArmCounts) -> tuple[ArmCounts, dict] | None:
+    """The most accurate model after the leader that the always-valid test shows better than
+    the incumbent, with that comparison; None if there is none. (Only models ranked above the
+    incumbent can be better than it.)"""
+    pairs = max(1, len(arms) * (len(arms) - 1) // 2)
+    for challenger in judged[1:]:
+        if challenger is incumbent:
+            return None
+        comparison = _comparison(challenger, incumbent, out["alpha"], pairs)
+        if comparison["sequential"]["significant"]:
+            return challenger, comparison
+    return None
 
 
 def _best_reason(out: dict, leader: ArmCounts, worst: dict, figures: str,
@@ -275,7 +301,8 @@ def _best_reason(out: dict, leader: ArmCounts, worst: dict, figures: str,
     low, high = (100 * x for x in worst["sequential"]["cs"])
     return (f"{head}; it is promoted on a difference that is not significant "
             f"({100 * worst['difference']:+.1f} points, {figures}, "
-            f"{100 * (1 - out['alpha']):g}% confidence sequence {low:+.1f} to {high:+.1f})")
+            f"{100 * (1 - worst['sequential']['cs_alpha']):g}% confidence sequence "
+            f"{low:+.1f} to {high:+.1f})")
 
 
 def _significant_policy(out: dict, leader: ArmCounts, incumbent: ArmCounts | None,

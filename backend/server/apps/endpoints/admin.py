@@ -1,4 +1,6 @@
 """Staff management of the registry. Status changes go through the same service as the API."""
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 
 from apps.endpoints import ab_statistics, selectors, services
@@ -61,6 +63,32 @@ class MLModelStatusInline(RecordInline):
     ordering = ["-id"]
 
 
+class MLModelUploadForm(forms.ModelForm):
+    """A model version uploaded as an ONNX file, checked here as the API checks it."""
+
+    artifact = forms.FileField(help_text="The ONNX file: the 14 raw features in, a label and "
+                                         "class probabilities out (see the README).")
+    status = forms.ChoiceField(choices=[(s, s) for s in Status.values if s != Status.AB_TESTING],
+                               initial=Status.TESTING)
+
+    class Meta:
+        model = MLModel
+        fields = ["endpoint", "name", "version", "description", "metrics", "artifact", "status"]
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("artifact")
+        if self.errors or upload is None:
+            return data
+        self.artifact_bytes = upload.read(settings.MAX_ARTIFACT_BYTES + 1)
+        try:
+            services.mlmodel_upload_check(endpoint=data["endpoint"], name=data["name"],
+                                          version=data["version"], artifact=self.artifact_bytes)
+        except RegistryError as exc:
+            raise forms.ValidationError(exc.detail) from None
+        return data
+
+
 @admin.register(MLModel)
 class MLModelAdmin(admin.ModelAdmin):
     list_display = ["id", "name", "version", "endpoint", "current_status", "accuracy",
@@ -77,8 +105,30 @@ class MLModelAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return selectors.mlmodel_list()
 
-    def has_add_permission(self, request):
-        return False  # POST /api/v1/mlmodels or register_models, which check what is loaded
+    # "Add" is the upload of an ONNX file (the API's POST /api/v1/mlmodels/upload, through the
+    # same service); a bundled artifact is registered by register_models or POST /api/v1/mlmodels.
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = MLModelUploadForm
+            kwargs["fields"] = MLModelUploadForm.Meta.fields
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else []
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        data = form.cleaned_data
+        created = services.mlmodel_upload(
+            endpoint=data["endpoint"], name=data["name"], version=data["version"],
+            artifact=form.artifact_bytes, owner=request.user.get_username(),
+            description=data["description"], metrics=data["metrics"], status=data["status"],
+            created_by=request.user.get_username())
+        obj.pk, obj.artifact_sha256 = created.pk, created.artifact_sha256
 
     @admin.display(ordering="current_status")
     def current_status(self, obj):

@@ -1,19 +1,31 @@
-"""The artifact store: the one folder (``ML_ARTIFACTS_DIR``) model files are read from.
+"""Where model files come from: the bundled folder, and the artifact store.
 
-A model version records its artifact as a path inside the store plus the file's sha256. A path
-that resolves (symbolic links followed) outside the store is refused when the model is
-registered and again when it is loaded, so no registry write can point a worker at another file
-on the host (``../../etc/passwd``, ``/proc/self/environ``). The store is written by the training
-script only; in the image it belongs to root and the app reads it as another user.
+- **Bundled** (``ML_ARTIFACTS_DIR``): what the training script wrote, baked into every image. A
+  model version records its file as a path inside that folder plus the file's sha256. A path
+  that resolves (symbolic links followed) outside the folder is refused when the model is
+  registered and again when it is loaded, so no registry write can point a worker at another
+  file on the host (``../../etc/passwd``, ``/proc/self/environ``). The folder is written by the
+  training script only; in the image it belongs to root and the app reads it as another user.
+- **The artifact store** (``STORAGES["artifacts"]``: a local folder by default, any
+  S3-compatible object store in production): where uploaded versions live, under a name the
+  service makes from the file's sha256 (``models/<sha256>.onnx``), never one a client chose. A
+  replica that lacks a file fetches it from the store on first use, checks it, and keeps it in
+  ``ARTIFACT_CACHE_DIR`` under its checksum; a cached file is checked again before each load.
 
-Loading reads the file's bytes once, checks them against the recorded sha256, and builds the
-model from those same bytes: the file cannot be swapped between the check and the load.
+Loading reads the bytes once, checks them against the recorded sha256, and builds the model
+from those same bytes: the file cannot be swapped between the check and the load, and a file
+altered in the store (or the cache) is refused.
 """
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
 
 from apps.ml.checksums import sha256_bytes
 
@@ -65,11 +77,88 @@ def read(artifact_path: str) -> tuple[Path, bytes]:
                       f"{exc.strerror})") from None
 
 
-def read_verified(artifact_path: str, expected_sha256: str) -> bytes:
-    """The artifact's bytes, only if they are in the store and match ``expected_sha256``."""
+BUNDLED, STORE = "bundled", "store"
+
+
+def read_verified(artifact_path: str, expected_sha256: str, source: str = BUNDLED) -> bytes:
+    """The artifact's bytes, only if they come from where ``source`` says and match
+    ``expected_sha256``."""
+    if source == STORE:
+        return _fetch_verified(artifact_path, expected_sha256)
     path, data = read(artifact_path)
+    _check(data, expected_sha256, str(path))
+    return data
+
+
+def _check(data: bytes, expected_sha256: str, where: str) -> None:
     actual = sha256_bytes(data)
     if actual != expected_sha256:
-        raise ChecksumMismatch(f"{path} has sha256 {actual}, but the registry expects "
+        raise ChecksumMismatch(f"{where} has sha256 {actual}, but the registry expects "
                                f"{expected_sha256}: it was altered or replaced, and not loaded")
+
+
+# What the service names a stored artifact: nothing else is ever read from the store.
+STORED_NAME = re.compile(r"models/([0-9a-f]{64})\.(onnx)")
+
+
+def store() -> "Storage":  # noqa: F821 - django.core.files.storage.Storage
+    return storages["artifacts"]
+
+
+def store_name(sha256: str, artifact_format: str) -> str:
+    return f"models/{sha256}.{artifact_format}"
+
+
+def save_to_store(data: bytes, sha256: str, artifact_format: str) -> str:
+    """Put an artifact in the store under its checksum's name, and return that name. The same
+    bytes twice are one object (a second upload of a file rewrites it, repairing a damaged copy)."""
+    name = store_name(sha256, artifact_format)
+    saved = store().save(name, ContentFile(data))
+    if saved != name:  # a storage that renamed instead of overwriting: not ours to guess
+        raise ArtifactError(f"the artifact store saved {name!r} as {saved!r}")
+    _cache_put(sha256, data)  # this replica need not fetch what it just stored
+    return name
+
+
+def _fetch_verified(name: str, expected_sha256: str) -> bytes:
+    """A stored artifact's bytes: from this replica's cache when it holds a good copy, else from
+    the store (then cached). Anything but the service's own names is refused."""
+    match = STORED_NAME.fullmatch(name or "")
+    if match is None or match[1] != expected_sha256:
+        raise OutsideStore(f"{name!r} is not the name of a stored artifact with sha256 "
+                           f"{expected_sha256}")
+    cached = _cache_path(expected_sha256)
+    try:
+        data = cached.read_bytes()
+    except OSError:
+        pass
+    else:
+        if sha256_bytes(data) == expected_sha256:
+            return data
+        cached.unlink(missing_ok=True)  # damaged: fetched again below
+    try:
+        with store().open(name, "rb") as stored:
+            data = stored.read(settings.MAX_ARTIFACT_BYTES + 1)
+    except Exception as exc:  # noqa: BLE001 - whatever the storage backend raises
+        raise Missing(f"the artifact store could not give {name!r} "
+                      f"({type(exc).__name__}: {exc})") from None
+    _check(data, expected_sha256, f"the artifact store's {name!r}")
+    _cache_put(expected_sha256, data)
     return data
+
+
+def _cache_path(sha256: str) -> Path:
+    return Path(settings.ARTIFACT_CACHE_DIR) / sha256
+
+
+def _cache_put(sha256: str, data: bytes) -> None:
+    """Keep a checked artifact on local disk, written whole or not at all (a temporary file
+    renamed into place, so a concurrent reader never sees half a file)."""
+    folder = Path(settings.ARTIFACT_CACHE_DIR)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, delete=False) as out:
+            out.write(data)
+        os.replace(out.name, folder / sha256)
+    except OSError:  # a cache that cannot be written costs a fetch per load, nothing else
+        pass

@@ -3,12 +3,28 @@
 Django's own ``DATA_UPLOAD_MAX_MEMORY_SIZE`` leaves out the file parts of a multipart body and
 only applies when a form is parsed; this refuses any body whose declared length is over the limit
 (``MAX_BODY_BYTES``) before anything reads it: a JSON 413 under /api/, a plain 413 elsewhere.
-A WSGI request carries its length (gunicorn and nginx pass on no body without one).
+A WSGI request carries its length (gunicorn and nginx pass on no body without one). The one
+route that takes model files (``POST /api/v1/mlmodels/upload``) is held to
+``MAX_ARTIFACT_BYTES`` instead.
 """
+from functools import cache
+
 from django.conf import settings
 from django.http import HttpResponse
+from django.urls import reverse
 
-from apps.endpoints.exceptions import body_too_large, is_api, json_error
+from apps.endpoints.exceptions import TooLarge, body_too_large, is_api, json_error
+
+
+@cache
+def upload_path() -> str:
+    return reverse("mlmodel-upload").rstrip("/")
+
+
+def limit_for(request) -> int:
+    if request.method == "POST" and request.path.rstrip("/") == upload_path():
+        return settings.MAX_ARTIFACT_BYTES
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
 
 class BodyLimitMiddleware:
@@ -17,8 +33,11 @@ class BodyLimitMiddleware:
 
     def __call__(self, request):
         declared = request.META.get("CONTENT_LENGTH") or "0"
-        if declared.isdigit() and int(declared) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            refused = body_too_large(int(declared))
+        limit = limit_for(request)
+        if declared.isdigit() and int(declared) > limit:
+            refused = (body_too_large(int(declared)) if limit == settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+                       else TooLarge(f"the upload has {declared} bytes; the most it may carry "
+                                     f"is {limit} (MAX_ARTIFACT_BYTES)"))
             if is_api(request):
                 return json_error(refused)
             return HttpResponse(refused.detail, status=refused.status_code,

@@ -24,15 +24,22 @@ class Status(models.TextChoices):
 
     @classmethod
     def serving(cls) -> list[str]:
-        """The statuses a model answers predictions in: every status but ``archived``."""
+        """The statuses a model serves in (loaded, scoring): every status but ``archived``."""
         return [status for status in cls.values if status != cls.ARCHIVED]
 
     @classmethod
+    def answering(cls) -> list[str]:
+        """The statuses a client may ask predictions from (``?status=``): a shadow scores
+        production's requests but never answers one."""
+        return [status for status in cls.serving() if status != cls.SHADOW]
+
+    @classmethod
     def parse(cls, value: str | None, *, serving: bool = False) -> str:
-        """A status from a client: blank means production; ``serving`` refuses ``archived``."""
+        """A status from a client: blank means production; ``serving`` allows only the
+        statuses that answer predictions."""
         if value is None or value == "":
             return cls.PRODUCTION
-        allowed = cls.serving() if serving else cls.values
+        allowed = cls.answering() if serving else cls.values
         if value not in allowed:
             what = "a status that serves predictions" if serving else "a status"
             raise InvalidInput(f"{value!r} is not {what}; expected one of: {', '.join(allowed)}")
@@ -59,8 +66,14 @@ class MLModel(models.Model):
     version = models.CharField(max_length=32)
     owner = models.CharField(max_length=128)
     created_at = models.DateTimeField(auto_now_add=True)
+    artifact_source = models.CharField(
+        max_length=16, choices=[("bundled", "bundled"), ("store", "store")], default="bundled",
+        help_text="bundled: a file of ML_ARTIFACTS_DIR, trained into every image; store: "
+                  "uploaded to the artifact store (ARTIFACT_STORAGE), fetched by each replica.",
+    )
     artifact_path = models.CharField(
-        max_length=500, help_text="Absolute, or relative to ML_ARTIFACTS_DIR."
+        max_length=500, help_text="Relative to ML_ARTIFACTS_DIR (bundled), or the artifact's "
+                                  "name in the artifact store (store)."
     )
     artifact_sha256 = models.CharField(max_length=64)
     artifact_format = models.CharField(
@@ -165,7 +178,7 @@ class ABTest(models.Model):
             ),
             models.CheckConstraint(condition=Q(alpha__gt=0, alpha__lt=0.5),
                                    name="abtest_alpha_range"),
-            models.CheckConstraint(condition=Q(min_share__gte=0, min_share__lt=0.5),
+            models.CheckConstraint(condition=Q(min_share__gt=0, min_share__lt=0.5),
                                    name="abtest_min_share_range"),
             models.CheckConstraint(condition=Q(policy__in=Policy.values),
                                    name="abtest_policy_known"),

@@ -24,7 +24,7 @@ from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from apps.endpoints import metrics, routing, selectors
@@ -109,12 +109,21 @@ def predictions_create(
     else:
         with transaction.atomic():
             stored = _insert(requests)
-            _insert_shadows(stored, shadowed)
+            try:
+                with transaction.atomic():  # a savepoint: production's rows stay either way
+                    _insert_shadows(stored, shadowed)
+            except DatabaseError as exc:
+                log.warning("shadow answers to requests %s..%s not stored: %s", stored[0].pk,
+                            stored[-1].pk, exc)
+                shadowed = []
     metrics.count_predictions(endpoint=endpoint_name, status=status, stored=stored)
     for shadow, _ in shadowed:
         metrics.shadow_predictions.labels(endpoint_name, shadow.name, shadow.version).inc(
             len(stored))
     return stored
+
+
+LABEL_MAX = MLRequest._meta.get_field("response").max_length
 
 
 def _score(mlmodel: MLModel, rows: list, endpoint_name: str) -> list[dict]:
@@ -134,7 +143,11 @@ def _shadow_answers(shadow: MLModel, rows: list, endpoint_name: str) -> list[dic
     production accepted, or raises is logged (and counted) and skipped for this request.
     """
     try:
-        return _score(shadow, rows, endpoint_name)
+        answers = _score(shadow, rows, endpoint_name)
+        if not all(isinstance(a.get("label"), str) and len(a["label"]) <= LABEL_MAX
+                   for a in answers):
+            raise ValueError("an answer without a label the request log can store")
+        return answers
     except Exception as exc:  # noqa: BLE001 - whatever a shadow does, production answers
         log.warning("shadow model %s (id %s) could not score %d rows: %s", shadow, shadow.pk,
                     len(rows), getattr(exc, "log_detail", None) or exc)

@@ -33,7 +33,8 @@ def load_algorithm(mlmodel: MLModel) -> Algorithm:
     started = time.perf_counter()
     try:
         cls = algorithm_class(mlmodel.code)
-        data = artifacts.read_verified(mlmodel.artifact_path, mlmodel.artifact_sha256)
+        data = artifacts.read_verified(mlmodel.artifact_path, mlmodel.artifact_sha256,
+                                       mlmodel.artifact_source)
         algorithm = cls.load(data, mlmodel.artifact_format)
         release_freed_memory()
         seconds = time.perf_counter() - started
@@ -42,9 +43,9 @@ def load_algorithm(mlmodel: MLModel) -> Algorithm:
         logger.info("loaded %s in %.2fs", label, seconds)
         return algorithm
     except artifacts.Missing as exc:
-        reason, why = "missing", (f"its artifact is missing ({exc}). Train it (python "
-                                  f"research/train.py) and register it (manage.py "
-                                  f"register_models)")
+        reason, why = "missing", (f"its artifact is missing ({exc})" + (
+            "" if mlmodel.artifact_source == artifacts.STORE else
+            ". Train it (python research/train.py) and register it (manage.py register_models)"))
     except artifacts.ChecksumMismatch as exc:
         reason, why = "checksum", str(exc)
     except artifacts.OutsideStore as exc:

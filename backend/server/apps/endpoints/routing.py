@@ -1,8 +1,9 @@
 """Which model of a running A/B test answers a request: weighted, and sticky per client key.
 
-With a key (a user id), the choice is a hash of the test id and the key mapped onto the weights,
-so the same key reaches the same model for the whole life of a test, in every process and replica,
-with no state to share; a new test reshuffles. Without a key the choice is random by the weights.
+With a key (a user id), the choice is a hash of the test id and the key mapped onto the shares,
+so under a fixed split the same key reaches the same model for the whole life of a test, in every
+process and replica, with no state to share; a new test reshuffles. Without a key the choice is
+random by the shares.
 
 Under Thompson sampling the weights are not fixed: thompson_shares turns each arm's feedback into
 its share of traffic, and the service stores the shares on the test's arms as feedback arrives.
@@ -56,7 +57,9 @@ def thompson_shares(correct: Sequence[int], feedback: Sequence[int], *, min_shar
 
     With a uniform prior, an arm's accuracy after ``correct`` right answers out of ``feedback``
     is Beta(1 + correct, 1 + feedback - correct); the probability that each arm is best is
-    estimated from ``draws`` joint samples. The shares sum to 1 and none is below min_share.
+    estimated from ``draws`` joint samples, drawn from a generator seeded by the counts (unless
+    ``rng`` is given), so the same feedback always gives the same shares and a user key moves
+    only when new feedback moves them. The shares sum to 1 and none is below min_share.
     """
     k = len(correct)
     if k * min_share > 1:
@@ -64,6 +67,7 @@ def thompson_shares(correct: Sequence[int], feedback: Sequence[int], *, min_shar
                          f"k * min_share must be at most 1")
     right = np.asarray(correct, dtype=float)
     wrong = np.asarray(feedback, dtype=float) - right
-    samples = (rng or np.random.default_rng()).beta(1 + right, 1 + wrong, size=(draws, k))
+    rng = rng or np.random.default_rng([int(c) for c in (*correct, *feedback)])
+    samples = rng.beta(1 + right, 1 + wrong, size=(draws, k))
     p_best = np.bincount(samples.argmax(axis=1), minlength=k) / draws
     return [float(x) for x in min_share + (1 - k * min_share) * p_best]

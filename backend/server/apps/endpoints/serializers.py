@@ -14,6 +14,11 @@ from apps.ml.base import FORMATS
 from apps.ml.income_classifier import preprocessing
 
 
+# The statuses a new model version may start in: any but ab_testing, which only starting an
+# A/B test gives. (One list, named in the OpenAPI schema: SPECTACULAR_SETTINGS.)
+REGISTRATION_STATUSES = [s for s in Status.values if s != Status.AB_TESTING]
+
+
 class EndpointSerializer(serializers.ModelSerializer):
     class Meta:
         model = Endpoint
@@ -46,8 +51,8 @@ class MLModelSerializer(serializers.ModelSerializer):
         model = MLModel
         fields = [
             "id", "endpoint", "endpoint_name", "name", "description", "code", "version", "owner",
-            "created_at", "status", "artifact_path", "artifact_sha256", "artifact_format",
-            "metrics", "classes", "page",
+            "created_at", "status", "artifact_source", "artifact_path", "artifact_sha256",
+            "artifact_format", "metrics", "classes", "page",
         ]
         read_only_fields = fields
 
@@ -71,7 +76,7 @@ class MLModelCreateSerializer(serializers.Serializer):
     metrics = serializers.DictField(required=False, default=dict)
     classes = serializers.ListField(child=serializers.CharField(), required=False, default=None)
     status = serializers.ChoiceField(
-        choices=[s for s in Status.values if s != Status.AB_TESTING], default=Status.TESTING
+        choices=REGISTRATION_STATUSES, default=Status.TESTING
     )
     created_by = serializers.CharField(max_length=128, required=False, default="")
     training_profile = serializers.DictField(
@@ -104,7 +109,11 @@ class DriftFeatureSerializer(serializers.Serializer):
     feature = serializers.CharField()
     psi = serializers.FloatField(allow_null=True,
                                  help_text="Population Stability Index; null without requests.")
-    drifted = serializers.BooleanField(help_text="Whether psi is above the threshold.")
+    drifted = serializers.BooleanField(
+        help_text="Whether psi is above the threshold, on enough requests to say so.")
+    enough = serializers.BooleanField(
+        help_text="Whether the window holds 20 requests per bin of the feature; below that "
+                  "the PSI is biased upward and never flagged.")
     bins = DriftBinSerializer(many=True)
 
 
@@ -120,6 +129,50 @@ class DriftSerializer(serializers.Serializer):
     features = DriftFeatureSerializer(many=True)
     drifted = serializers.ListField(child=serializers.CharField(),
                                     help_text="The features above the threshold.")
+
+
+class EndpointRefField(serializers.CharField):
+    """An endpoint by its name (``classifier``) or its id: what a curl command has at hand."""
+
+    default_error_messages = {"unknown": "no endpoint named (or with id) {value!r}"}
+
+    def run_validation(self, data=serializers.empty):
+        value = super().run_validation(data)  # a string of at most max_length first
+        found = Endpoint.objects.filter(name=value).first()
+        if found is None and value.isdigit() and len(value) < 19:
+            found = Endpoint.objects.filter(pk=int(value)).first()
+        if found is None:
+            self.fail("unknown", value=value)
+        return found
+
+    def to_representation(self, value):
+        return value.name
+
+
+class MLModelUploadSerializer(serializers.Serializer):
+    """A model version trained elsewhere, uploaded as an ONNX file (multipart/form-data)."""
+
+    artifact = serializers.FileField(
+        allow_empty_file=False, use_url=False,
+        help_text="The ONNX file: the 14 raw features in, a label and class probabilities out "
+                  "(a scikit-learn Pipeline exported by skl2onnx). At most MAX_ARTIFACT_BYTES.")
+    endpoint = EndpointRefField(max_length=128,
+                                help_text="The endpoint's name (or id), e.g. classifier.")
+    name = serializers.CharField(max_length=128)
+    version = serializers.CharField(max_length=32)
+    owner = serializers.CharField(max_length=128, required=False, default="",
+                                  help_text="Default: the uploading user.")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    metrics = serializers.JSONField(
+        required=False, default=dict, binary=True,
+        help_text='Offline figures as a JSON object, e.g. {"accuracy": 0.85}.')
+    status = serializers.ChoiceField(
+        choices=REGISTRATION_STATUSES, default=Status.TESTING)
+
+    def validate_metrics(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("give the metrics as a JSON object")
+        return value
 
 
 class MLModelStatusSerializer(serializers.ModelSerializer):
@@ -149,7 +202,8 @@ class FeedbackSerializer(serializers.Serializer):
     feedback = serializers.CharField(max_length=64, help_text="The true label, e.g. '>50K'.")
 
 
-@extend_schema_field({"type": "string", "enum": Status.serving(), "default": Status.PRODUCTION})
+@extend_schema_field({"type": "string", "enum": Status.answering(),
+                     "default": Status.PRODUCTION})
 class ServingStatusField(serializers.CharField):
     """A status that serves predictions, by the one rule (``Status.parse``)."""
 
@@ -337,8 +391,7 @@ class ABTestCreateSerializer(serializers.Serializer):
                   "changes production only for a model better than the incumbent at alpha "
                   "(always-valid p-value).")
     alpha = serializers.FloatField(
-        default=0.05, min_value=0.0001, max_value=0.4999,
-        help_text="The test's significance level (default 0.05).")
+        default=0.05, help_text="The test's significance level, between 0 and 0.5 (default 0.05).")
     auto_stop = serializers.BooleanField(
         default=False, help_text="Stop by itself, checked at each feedback, once the "
                                  "always-valid result is significant or max_feedback is reached.")
@@ -350,8 +403,8 @@ class ABTestCreateSerializer(serializers.Serializer):
         help_text="'fixed': traffic by the split; 'thompson': Thompson sampling over each "
                   "model's feedback, at least min_share each.")
     min_share = serializers.FloatField(
-        default=0.05, min_value=0.0, max_value=0.4999,
-        help_text="Under thompson: the least share of traffic any model gets (default 0.05).")
+        default=0.05, help_text="Under thompson: the least share of traffic any model gets, "
+                                "above 0 and below 1/models (default 0.05).")
 
     def validate(self, data):
         parents = [data.pop(k) for k in ("parent_mlmodel_1", "parent_mlmodel_2") if k in data]

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.endpoints import ab_statistics, artifacts, routing, selectors
 # Aliased: "metrics" is also a model version's offline figures, a parameter below.
 from apps.endpoints import metrics as monitoring
-from apps.endpoints.exceptions import Conflict, InvalidInput, NotFound
+from apps.endpoints.exceptions import Conflict, InvalidInput, NotFound, TooLarge, Unavailable
 from apps.endpoints.models import (
     ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Policy, Status, Strategy,
 )
 from apps.ml import catalog, drift
-from apps.ml.base import FORMATS
+from apps.ml.base import FORMATS, ONNX
 from apps.ml.checksums import sha256_bytes
+from apps.ml.income_classifier import uploaded
+from apps.ml.income_classifier.uploaded import UploadedIncomeClassifier
 from apps.webhooks import services as webhooks
 from apps.webhooks.models import EventType
 
@@ -169,15 +172,80 @@ def mlmodel_create(
         classes=classes or list(algorithm_class.classes),
         training_profile=_profile_checked(training_profile) if training_profile else {},
     )
+    return _mlmodel_save(mlmodel, status=status, created_by=created_by or owner)
+
+
+def _mlmodel_save(mlmodel: MLModel, *, status: str, created_by: str) -> MLModel:
+    """Save a new model version with its first status, in one transaction."""
     try:
         with transaction.atomic():
             mlmodel.save()
-            mlmodel_status_set(mlmodel=mlmodel, status=status, created_by=created_by or owner)
+            mlmodel_status_set(mlmodel=mlmodel, status=status, created_by=created_by)
     except IntegrityError:
-        raise Conflict(
-            f"endpoint {endpoint.name!r} already has a model {name!r} version {version!r}"
-        ) from None
+        raise Conflict(f"endpoint {mlmodel.endpoint.name!r} already has a model "
+                       f"{mlmodel.name!r} version {mlmodel.version!r}") from None
     return mlmodel
+
+
+def mlmodel_upload(
+    *,
+    endpoint: Endpoint,
+    name: str,
+    version: str,
+    artifact: bytes,
+    owner: str,
+    description: str = "",
+    metrics: dict[str, Any] | None = None,
+    status: str = Status.TESTING,
+    created_by: str = "",
+) -> MLModel:
+    """Register a model version trained outside the project, from its ONNX file's bytes.
+
+    The file is checked before anything is kept: a self-contained ONNX model of the standard
+    operator sets that takes the endpoint's 14 raw features and answers with its classes
+    (apps/ml/income_classifier/uploaded.py); anything else is an InvalidInput saying why. The
+    service computes the sha256 itself and stores the file in the artifact store under that
+    checksum; every replica then fetches, verifies and caches it on first use.
+    """
+    mlmodel_upload_check(endpoint=endpoint, name=name, version=version, artifact=artifact)
+    checksum = sha256_bytes(artifact)
+    expected = list(UploadedIncomeClassifier.classes)
+    try:
+        stored = artifacts.save_to_store(artifact, checksum, ONNX)
+    except Exception as exc:  # noqa: BLE001 - whatever the storage backend raises
+        raise Unavailable("the artifact store is unavailable; nothing was registered",
+                          log_detail=f"saving {checksum} failed: {type(exc).__name__}: {exc}") \
+            from None
+    mlmodel = MLModel(
+        endpoint=endpoint, name=name, version=version, code=UploadedIncomeClassifier.code(),
+        owner=owner, description=description, artifact_source=artifacts.STORE,
+        artifact_path=stored, artifact_sha256=checksum, artifact_format=ONNX,
+        metrics=metrics or {}, classes=expected,
+    )
+    return _mlmodel_save(mlmodel, status=status, created_by=created_by or owner)
+
+
+def mlmodel_upload_check(*, endpoint: Endpoint, name: str, version: str, artifact: bytes) -> None:
+    """Everything ``mlmodel_upload`` checks before it keeps anything (the admin's form runs it
+    to show the problems beside the fields): an InvalidInput, TooLarge or Conflict saying why."""
+    if len(artifact) > settings.MAX_ARTIFACT_BYTES:
+        raise TooLarge(f"artifact: the file has {len(artifact)} bytes; the most an upload may "
+                       f"carry is {settings.MAX_ARTIFACT_BYTES} (MAX_ARTIFACT_BYTES)")
+    served = {tuple(classes) for classes in
+              MLModel.objects.filter(endpoint=endpoint).values_list("classes", flat=True)}
+    expected = tuple(UploadedIncomeClassifier.classes)
+    if served and served != {expected}:
+        raise InvalidInput(f"endpoint {endpoint.name!r} answers with classes "
+                           f"{sorted(set().union(*served))}; an uploaded model serves the income "
+                           f"endpoint's {list(expected)}")
+    if MLModel.objects.filter(endpoint=endpoint, name=name, version=version).exists():
+        raise Conflict(f"endpoint {endpoint.name!r} already has a model {name!r} version "
+                       f"{version!r}")
+    try:
+        uploaded.inspect(artifact)
+        UploadedIncomeClassifier.load(artifact, ONNX)
+    except uploaded.UnsupportedModel as exc:
+        raise InvalidInput(f"artifact: {exc}") from None
 
 
 def mlmodel_artifact_update(*, mlmodel: MLModel, artifact_path: str, artifact_sha256: str,
@@ -259,18 +327,6 @@ def _test_definition_checked(mlmodels: list[MLModel], split: list[float] | None,
                              min_share: float) -> list[float]:
     """The split of a test of ``mlmodels``: InvalidInput naming what is wrong with it, the
     models or the test's other settings."""
-    if not 0 < alpha < 0.5:
-        raise InvalidInput(f"alpha: the significance level must be between 0 and 0.5 "
-                           f"(exclusive), got {alpha}")
-    if max_feedback is not None and not auto_stop:
-        raise InvalidInput("max_feedback: a feedback budget applies to a test that stops by "
-                           "itself; give auto_stop: true as well")
-    if max_feedback is not None and max_feedback < 1:
-        raise InvalidInput(f"max_feedback: give a positive number, got {max_feedback}")
-    if not 0 <= min_share * len(mlmodels) < 1:
-        raise InvalidInput(
-            f"min_share: each of {len(mlmodels)} models' least share must be at least 0 and "
-            f"together below 1 (below {1 / len(mlmodels):.3g} each), got {min_share}")
     if len(mlmodels) < 2:
         raise InvalidInput(f"an A/B test needs at least two models, got {len(mlmodels)}")
     ids = [m.pk for m in mlmodels]
@@ -282,6 +338,18 @@ def _test_definition_checked(mlmodels: list[MLModel], split: list[float] | None,
             "all models of a test must belong to one endpoint; got "
             + ", ".join(f"{m} (endpoint {m.endpoint.name!r})" for m in mlmodels)
         )
+    if not 0 < alpha < 0.5:
+        raise InvalidInput(f"alpha: the significance level must be between 0 and 0.5 "
+                           f"(exclusive), got {alpha}")
+    if max_feedback is not None and not auto_stop:
+        raise InvalidInput("max_feedback: a feedback budget applies to a test that stops by "
+                           "itself; give auto_stop: true as well")
+    if max_feedback is not None and max_feedback < 1:
+        raise InvalidInput(f"max_feedback: give a positive number, got {max_feedback}")
+    if not 0 < min_share * len(mlmodels) < 1:
+        raise InvalidInput(
+            f"min_share: each of {len(mlmodels)} models' least share must be above 0 and "
+            f"together below 1 (below {1 / len(mlmodels):.3g} each), got {min_share}")
     split = [1.0] * len(mlmodels) if split is None else [float(w) for w in split]
     if len(split) != len(mlmodels):
         raise InvalidInput(
@@ -290,6 +358,9 @@ def _test_definition_checked(mlmodels: list[MLModel], split: list[float] | None,
     if not all(0 < w <= MAX_WEIGHT for w in split):
         raise InvalidInput(f"split: weights must be positive numbers up to {MAX_WEIGHT:g}, "
                            f"got {split}")
+    if not all(w / sum(split) > 0 for w in split):  # a share that rounds to nothing
+        raise InvalidInput(f"split: the weights are too far apart; every model needs a share "
+                           f"of traffic, got {split}")
     return split
 
 
@@ -357,11 +428,15 @@ def _end_statuses(ab_test: ABTest, promote: int | None, stopped_by: str):
     arms = {arm.mlmodel_id: arm for arm in ab_test.arms.all()}  # prefetched with the lock
     incumbent = next((arm for arm in arms.values() if arm.was_production), None)
     winner = arms[promote] if promote is not None else incumbent
+    if promote is None and MLModelStatus.objects.filter(
+            endpoint_id=ab_test.endpoint_id, status=Status.PRODUCTION, active=True).exists():
+        winner = None  # a model was put in production by hand during the test: it stays
     moves, archived = [], []
     for arm in arms.values():
         if arm is winner:
             continue
-        status = Status.ARCHIVED if arm.was_production else Status.TESTING
+        status = Status.ARCHIVED if arm.was_production and winner is not None else \
+            Status.TESTING
         _status_write(mlmodel=arm.mlmodel, status=status, created_by=stopped_by)
         moves.append(f"{arm.mlmodel} -> {status}")
         if status == Status.ARCHIVED:
@@ -387,7 +462,9 @@ def ab_test_stop(*, ab_test_id: int, stopped_by: str) -> ABTest:
     """
     with transaction.atomic():
         try:
-            ab_test = (ABTest.objects.select_for_update()
+            # NO KEY UPDATE: predictions routed by the test insert rows that reference it (a
+            # KEY SHARE lock, for the foreign key), and must not wait for a stop or feedback.
+            ab_test = (ABTest.objects.select_for_update(no_key=True)
                        .prefetch_related("arms__mlmodel").get(pk=ab_test_id))
         except ABTest.DoesNotExist:
             raise NotFound(f"no A/B test with id {ab_test_id}") from None
@@ -442,7 +519,7 @@ def _ab_test_feedback_arrived(ab_test_id: int) -> None:
     others find it ended). The cost, an aggregate over the test's requests, is paid on feedback,
     never on the predict path, which only reads the arms' shares.
     """
-    ab_test = (ABTest.objects.select_for_update().prefetch_related("arms__mlmodel")
+    ab_test = (ABTest.objects.select_for_update(no_key=True).prefetch_related("arms__mlmodel")
                .filter(pk=ab_test_id, ended_at__isnull=True).first())
     if ab_test is None:  # stopped meanwhile
         return

@@ -1,6 +1,7 @@
 """Thin views: parse with a serializer, call one service or selector, serialize the result."""
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db.models import Model
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -68,6 +69,30 @@ class MLModelViewSet(CreateThroughService, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return selectors.mlmodel_list()
+
+    def get_serializer_class(self):
+        if self.action == "upload":
+            return serializers.MLModelUploadSerializer
+        return super().get_serializer_class()
+
+    @extend_schema(request={"multipart/form-data": serializers.MLModelUploadSerializer},
+                   responses={201: serializers.MLModelSerializer})
+    @action(detail=False, methods=["post"], parser_classes=[SafeMultiPartParser])
+    def upload(self, request):
+        """Register a model version trained elsewhere: its ONNX file and what it is. The file
+        is checked (it must take the 14 raw features and answer with the endpoint's classes),
+        stored in the artifact store under its sha256, and served by every replica."""
+        data = serializers.MLModelUploadSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        upload = fields.pop("artifact")
+        created = services.mlmodel_upload(
+            artifact=upload.read(settings.MAX_ARTIFACT_BYTES + 1),
+            owner=fields.pop("owner") or request.user.get_username() or "api",
+            created_by=request.user.get_username() or "api", **fields)
+        out = serializers.MLModelSerializer(self.get_queryset().get(pk=created.pk),
+                                            context=self.get_serializer_context())
+        return Response(out.data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={200: serializers.ShadowResultsSerializer})
     @action(detail=True, methods=["get"])
@@ -171,7 +196,9 @@ class ABTestViewSet(CreateThroughService, viewsets.ReadOnlyModelViewSet):
 
 
 class StopABTestView(APIView):
-    """Stop an A/B test and promote its most accurate model to production."""
+    """Stop an A/B test and apply its promotion policy: under best the most accurate model
+    goes to production; under significant only a model significantly better than the incumbent
+    does, and otherwise production stays as it was. The answer says what was decided and why."""
 
     serializer_class = serializers.ABTestStopSerializer
 

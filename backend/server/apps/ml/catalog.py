@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from apps.ml.base import Algorithm
 from apps.ml.income_classifier import CLASSIFIERS
+from apps.ml.income_classifier.uploaded import UploadedIncomeClassifier
 
-ALGORITHMS: dict[str, type[Algorithm]] = {cls.code(): cls for cls in CLASSIFIERS}
+# The built-in classifiers, and the one class every uploaded ONNX model is served by.
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    cls.code(): cls for cls in (*CLASSIFIERS, UploadedIncomeClassifier)}
 
 
 class UnknownAlgorithm(LookupError):

@@ -20,6 +20,11 @@ rows, an ``OTHER`` bin for the rarer ones and for any category training never sa
 finite number (a string, a boolean, null) counts in the numeric feature's ``MISSING`` bin, which
 training rows leave empty: the model could not have scored it.
 
+Small samples. The PSI of a few rows is biased upward (a bin's share of 30 rows is coarse): 30
+to 100 rows drawn from adult.test itself flagged some feature in most windows, 300 in none. A
+feature is therefore flagged only once the window holds ``MIN_ROWS_PER_BIN`` (20) rows for each
+of its bins; below that its PSI is reported, with ``enough`` false, and never flagged.
+
 An empty bin would make the logarithm infinite, so inside the sum each share is floored at
 ``EPSILON`` (1e-4); the shares reported are the true ones. A bin empty on both sides adds 0.
 
@@ -39,6 +44,7 @@ from typing import Any
 import numpy as np
 
 THRESHOLD = 0.2
+MIN_ROWS_PER_BIN = 20
 EPSILON = 1e-4
 RARE = 0.005
 DECILES = 10
@@ -186,14 +192,16 @@ def psi(profile: Mapping[str, Any], rows: Sequence[Any]) -> dict[str, dict]:
         expected = np.asarray(spec["shares"], dtype=float)
         labels = bin_labels(spec)
         if not rows:
-            result[name] = {"psi": None, "drifted": False, "bins": [
+            result[name] = {"psi": None, "drifted": False, "enough": False, "bins": [
                 {"bin": label, "expected": e, "actual": None}
                 for label, e in zip(labels, spec["shares"])]}
             continue
         count = _numeric_counts if spec["kind"] == NUMERIC else _categorical_counts
         actual = count(spec, rows, name) / len(rows)
         value = round(_psi(expected, actual), DECIMALS)
-        result[name] = {"psi": value, "drifted": value > THRESHOLD, "bins": [
+        enough = len(rows) >= MIN_ROWS_PER_BIN * len(expected)
+        result[name] = {"psi": value, "drifted": enough and value > THRESHOLD,
+                        "enough": enough, "bins": [
             {"bin": label, "expected": e, "actual": round(float(a), DECIMALS)}
             for label, e, a in zip(labels, spec["shares"], actual)]}
     return result

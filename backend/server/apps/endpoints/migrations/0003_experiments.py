@@ -89,7 +89,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='abtest',
-            constraint=models.CheckConstraint(condition=models.Q(('min_share__gte', 0), ('min_share__lt', 0.5)), name='abtest_min_share_range'),
+            constraint=models.CheckConstraint(condition=models.Q(('min_share__gt', 0), ('min_share__lt', 0.5)), name='abtest_min_share_range'),
         ),
         migrations.AddConstraint(
             model_name='abtest',

@@ -115,11 +115,21 @@ def test_a_shadow_s_requests_are_those_it_scored(anon, registered, held_out):
     ShadowPrediction.objects.bulk_create(
         ShadowPrediction(mlrequest=r, mlmodel=et, full_response={}, response=r.response)
         for r in MLRequest.objects.filter(mlmodel=rf))
-    serve(aged(held_out[300:500]), status="testing", name=et.name)  # then it answers, shifted
-    newest = drift(anon, et, "?last=200").json()
-    assert newest["requests"] == 200 and newest["drifted"] == ["age"]
+    serve(aged(held_out[300:600]), status="testing", name=et.name)  # then it answers, shifted
+    newest = drift(anon, et, "?last=300").json()
+    assert newest["requests"] == 300 and newest["drifted"] == ["age"]
     both = drift(anon, et, "?last=1000").json()
-    assert both["requests"] == 500
+    assert both["requests"] == 600
+
+
+def test_a_small_window_reports_psi_but_flags_nothing(anon, registered, held_out):
+    """PSI is biased upward on a few rows: below 20 rows per bin nothing is flagged."""
+    rf = registered["random forest"]
+    serve(aged(held_out[:50]))
+    few = drift(anon, rf, "?last=50").json()
+    age = next(f for f in few["features"] if f["feature"] == "age")
+    assert age["psi"] > 0.2 and age["enough"] is False and age["drifted"] is False
+    assert few["drifted"] == []
 
 
 def test_drift_reads_one_column_of_the_latest_rows_in_two_queries(rf, held_out,

@@ -95,10 +95,36 @@ def test_significant_promotes_a_clearly_better_challenger(models):
     assert stopped.results["promoted"] == et.pk
 
 
+def test_significant_promotes_a_challenger_shown_better_than_the_incumbent(models):
+    """Three models: the leader is not yet shown better than the incumbent (little feedback),
+    but the runner-up is, on plenty: the runner-up is promoted."""
+    rf, et = models
+    third = registered_third(rf)
+    test = start([rf, et, third], policy="significant")
+    record(test, rf, right=700, wrong=300)
+    record(test, et, right=1600, wrong=400)
+    record(test, third, right=33, wrong=7)
+    stopped = services.ab_test_stop(ab_test_id=test.pk, stopped_by="ann")
+    assert stopped.results["promoted"] == et.pk, stopped.results["decision"]
+    assert production() == et and status_of(rf) == "archived" and status_of(third) == "testing"
+    assert "third 1 is more accurate still" in stopped.results["decision"]["reason"]
+
+
+def test_a_production_model_set_by_hand_during_a_test_stays(models):
+    rf, et = models
+    third = registered_third(rf)
+    test = start(models, policy="significant")
+    services.mlmodel_status_set(mlmodel=third, status="production", created_by="ann")
+    record(test, rf, right=50, wrong=50)
+    record(test, et, right=50, wrong=50)
+    services.ab_test_stop(ab_test_id=test.pk, stopped_by="ann")
+    assert production() == third
+    assert status_of(rf) == status_of(et) == "testing"
+
+
 def test_significant_without_the_incumbent_leaves_production_alone(models):
     rf, et = models
-    other = services.mlmodel_create(endpoint=rf.endpoint, name="other", version="1",
-                                    code=rf.code, owner="ann", artifact_path=rf.artifact_path)
+    other = registered_third(rf)
     test = start([et, other], policy="significant")
     record(test, et, right=60, wrong=40)
     record(test, other, right=55, wrong=45)
@@ -241,6 +267,9 @@ def test_fixed_split_shares_do_not_move_with_feedback(models):
     ({"alpha": 0.5}, "alpha: the significance level must be between 0 and 0.5"),
     ({"max_feedback": 100}, "max_feedback: a feedback budget applies to a test that stops"),
     ({"min_share": 0.5, "strategy": "thompson"}, "min_share: each of 2 models"),
+    ({"min_share": 0, "strategy": "thompson"}, "min_share: each of 2 models' least share must "
+                                               "be above 0"),
+    ({"split": [1e-320, 1e6]}, "split: the weights are too far apart"),
 ])
 def test_bad_experiment_settings_are_refused(models, settings, fragment):
     with pytest.raises(InvalidInput, match=fragment):
@@ -297,6 +326,11 @@ def test_the_api_names_a_bad_setting(api, models, change, fragment):
 
 # --- shadow models ------------------------------------------------------------------------
 
+def registered_third(rf):
+    return services.mlmodel_create(endpoint=rf.endpoint, name="third", version="1", code=rf.code,
+                                   owner="ann", artifact_path=rf.artifact_path)
+
+
 @pytest.fixture
 def shadowed(models):
     """The extra trees in shadow beside the random forest in production."""
@@ -320,8 +354,12 @@ def test_a_shadow_scores_every_production_request_without_answering(shadowed, sa
 
 def test_a_shadow_does_not_score_requests_production_did_not_serve(shadowed, sample_row):
     rf, et = shadowed
+    with pytest.raises(InvalidInput, match="'shadow' is not a status that serves predictions"):
+        predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
+                                      status="shadow")  # a shadow never answers
+    services.mlmodel_status_set(mlmodel=registered_third(rf), status="testing", created_by="a")
     predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
-                                  status="shadow")
+                                  status="testing")
     predictions.prediction_create(endpoint_name="classifier", input_data=sample_row,
                                   version=rf.version, name=rf.name)
     assert ShadowPrediction.objects.count() == 1  # the narrowed production request only

@@ -72,7 +72,7 @@ def test_predict_refuses_a_body_that_is_not_a_json_object(api, registered, body,
                                        "'staging'"),
     (PREDICT + "?status=production&version=9.9.9", 404, "version '9.9.9'"),
     (PREDICT + "?status=prod", 400, "status: 'prod' is not a status that serves predictions; "
-                                    "expected one of: testing, staging, shadow, production, ab_testing"),
+                                    "expected one of: testing, staging, production, ab_testing"),
     (PREDICT + "?status=archived", 400, "status: 'archived' is not a status that serves"),
 ])
 def test_predict_says_why_no_model_can_answer(api, registered, sample_row, path, status,
