@@ -104,6 +104,8 @@ MIDDLEWARE = [
     "apps.endpoints.metrics.RequestTimer",  # every request's duration, for /metrics
     "apps.endpoints.middleware.BodyLimitMiddleware",  # refuses a body over MAX_BODY_BYTES first
     "django.middleware.security.SecurityMiddleware",
+    # Static files where no nginx serves them (Kubernetes): STATIC_ROOT, collected at build.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
