@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import (
+    Count, Exists, F, FilteredRelation, OuterRef, Q, QuerySet, Subquery,
+)
 from django.db.models.functions import TruncDate
 
 from apps.endpoints import ab_statistics
@@ -116,28 +118,30 @@ def production_with_shadows(
 ) -> tuple[MLModel, list[MLModel]]:
     """The model serving production traffic (see ``model_for_production``) and the endpoint's
     shadow models, which score the same requests, in one query. ``version`` and ``name``
-    narrow the choice of the serving model, not of the shadows."""
+    narrow the choice of the serving model, not of the shadows.
+
+    The query joins each model's active status (one at most) and asks for an incumbent arm only
+    in its WHERE clause: planning it costs PostgreSQL a fraction of what the same question put
+    as three EXISTS subqueries did (about 0.5 ms of every prediction, issue 11's measurement).
+    The few rows it returns (production, an incumbent, the shadows) are sorted out here.
+    """
     def build():
-        def active(status):
-            return Exists(MLModelStatus.objects.filter(mlmodel=OuterRef("pk"), active=True,
-                                                       status=status))
         incumbent = Exists(ABTestArm.objects.filter(mlmodel=OuterRef("pk"), was_production=True,
                                                     ab_test__ended_at__isnull=True))
-        serves = Q(in_production=True) | Q(incumbent=True)
-        if version:
-            serves &= Q(version=version)
-        if name:
-            serves &= Q(name=name)
         return (MLModel.objects.filter(endpoint__name=endpoint_name)
-                .annotate(in_production=active(Status.PRODUCTION), incumbent=incumbent,
-                          in_shadow=active(Status.SHADOW))
-                .filter(serves | Q(in_shadow=True))
-                .order_by("in_shadow", "-in_production", "id"))
+                .annotate(active_status=FilteredRelation("statuses",
+                                                         condition=Q(statuses__active=True)),
+                          role=F("active_status__status"))
+                .alias(incumbent=incumbent)
+                .filter(Q(role__in=[Status.PRODUCTION, Status.SHADOW]) | Q(incumbent=True)))
 
-    found = _run_compiled(("production", endpoint_name, version, name), build)
-    if not found or found[0].in_shadow:
+    found = _run_compiled(("production", endpoint_name), build)
+    serving = sorted((m for m in found if m.role != Status.SHADOW
+                      and (not version or m.version == version) and (not name or m.name == name)),
+                     key=lambda m: (m.role != Status.PRODUCTION, m.pk))
+    if not serving:
         raise _none_found(endpoint_name, _describe(Status.PRODUCTION, version, name))
-    return found[0], [m for m in found if m.in_shadow]
+    return serving[0], sorted((m for m in found if m.role == Status.SHADOW), key=lambda m: m.pk)
 
 
 def ab_test_models(

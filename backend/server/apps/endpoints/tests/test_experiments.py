@@ -433,3 +433,29 @@ def test_the_model_page_shows_the_shadow_comparison(shadowed, sample_row, client
     page = client.get(f"/models/{et.pk}").content.decode()
     assert "As a shadow" in page and "McNemar" in page
     assert '<td id="shadow-requests">4</td>' in page
+
+
+def test_a_shadow_costs_the_request_no_query_on_postgresql(shadowed, sample_row):
+    """One SELECT finds production and its shadows; one statement stores the requests and the
+    shadow answers (PostgreSQL; SQLite takes a second INSERT)."""
+    from django.test.utils import CaptureQueriesContext
+
+    predictions.prediction_create(endpoint_name="classifier", input_data=sample_row)  # warm
+    with CaptureQueriesContext(connection) as queries:
+        predictions.predictions_create(endpoint_name="classifier", rows=[sample_row] * 3)
+    statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
+    if connection.vendor == "postgresql":
+        assert statements == ["SELECT", "WITH"], statements
+    assert ShadowPrediction.objects.count() == 4
+
+
+def test_shadow_answers_that_cannot_be_stored_are_dropped_not_the_request(
+        shadowed, sample_row, monkeypatch, caplog):
+    rf, et = shadowed
+    monkeypatch.setattr(predictions, "_SHADOWS_CTE", "WITH broken AS (")
+    monkeypatch.setattr(predictions, "_INSERT_SHADOWS_SQLITE", "INSERT INTO nowhere {table}")
+    answered = predictions.predictions_create(endpoint_name="classifier", rows=[sample_row] * 2)
+    assert [r.mlmodel_id for r in answered] == [rf.pk, rf.pk]
+    assert MLRequest.objects.filter(pk__in=[r.pk for r in answered]).count() == 2
+    assert ShadowPrediction.objects.count() == 0
+    assert "shadow answers not stored" in caplog.text
