@@ -61,7 +61,7 @@ def object_store(tmp_path_factory):
         wait_until(bucket_made, "SeaweedFS's S3 gateway to create a bucket", LIVE_DEADLINE)
         yield endpoint, client
     finally:
-        stop(server)
+        stop(server, grace=3)  # weed takes its time over SIGTERM; nothing of it is kept
 
 
 def s3_env(endpoint: str, cache: Path) -> dict:
