@@ -178,6 +178,46 @@ class ABTestArmInline(RecordInline):
     fields = ["mlmodel", "weight", "share", "was_production"]
 
 
+class ABTestStartForm(forms.ModelForm):
+    """Start an A/B test, as POST /api/v1/abtests does: through the same service.
+
+    The service checks a test's definition and starts it in one transaction (locking the
+    endpoint), so the form's validation is the service itself: a test that cannot start shows
+    the service's reason beside the form, and one that can has started when the form is valid.
+    """
+
+    mlmodels = forms.ModelMultipleChoiceField(
+        queryset=MLModel.objects.select_related("endpoint"), label="models",
+        help_text="Two or more models of one endpoint.")
+    split = forms.CharField(required=False, help_text="One weight per model, in the order "
+                                                      "listed, comma-separated (default equal).")
+
+    class Meta:
+        model = ABTest
+        fields = ["title", "mlmodels", "split", "policy", "alpha", "auto_stop", "max_feedback",
+                  "strategy", "min_share"]
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            split = ([float(w) for w in data["split"].split(",")] if data.get("split", "").strip()
+                     else None)
+        except ValueError:
+            raise forms.ValidationError({"split": "give numbers separated by commas"}) from None
+        models = sorted(data["mlmodels"], key=lambda m: m.pk)
+        try:
+            self.started = services.ab_test_create(
+                title=data["title"], created_by=self.user.get_username(), mlmodels=models,
+                split=split, policy=data["policy"], alpha=data["alpha"],
+                auto_stop=data["auto_stop"], max_feedback=data["max_feedback"],
+                strategy=data["strategy"], min_share=data["min_share"])
+        except RegistryError as exc:
+            raise forms.ValidationError(exc.detail) from None
+        return data
+
+
 @admin.register(ABTest)
 class ABTestAdmin(admin.ModelAdmin):
     list_display = ["id", "title", "endpoint", "state", "figures", "created_by", "created_at",
@@ -194,8 +234,32 @@ class ABTestAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return selectors.ab_test_list()
 
-    def has_add_permission(self, request):
-        return False
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is not None:
+            return super().get_form(request, obj, **kwargs)
+        kwargs.update(form=ABTestStartForm, fields=ABTestStartForm.Meta.fields)
+        form = super().get_form(request, obj, **kwargs)
+        form.user = request.user
+        return form
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else []
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []
+
+    def get_exclude(self, request, obj=None):
+        return self.exclude if obj is not None else None
+
+    def save_model(self, request, obj, form, change):
+        if not change:  # started by the form's validation (ABTestStartForm)
+            obj.pk = form.started.pk
+            return
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        if change:
+            super().save_related(request, form, formsets, change)
 
     @admin.display(description="state")
     def state(self, obj):

@@ -459,3 +459,29 @@ def test_shadow_answers_that_cannot_be_stored_are_dropped_not_the_request(
     assert MLRequest.objects.filter(pk__in=[r.pk for r in answered]).count() == 2
     assert ShadowPrediction.objects.count() == 0
     assert "shadow answers not stored" in caplog.text
+
+
+def test_the_admin_starts_a_test_with_its_settings_through_the_service(admin_client, models):
+    rf, et = models
+    form = {"title": "from the admin", "mlmodels": [rf.pk, et.pk], "split": "1, 3",
+            "policy": "significant", "alpha": "0.01", "auto_stop": "on", "max_feedback": "500",
+            "strategy": "thompson", "min_share": "0.1"}
+    refused = admin_client.post("/admin/endpoints/abtest/add/",
+                                {**form, "mlmodels": [rf.pk]}, follow=True)
+    assert "an A/B test needs at least two models, got 1" in refused.content.decode()
+    bad_split = admin_client.post("/admin/endpoints/abtest/add/", {**form, "split": "1, x"})
+    assert "give numbers separated by commas" in bad_split.content.decode()
+    assert ABTest.objects.count() == 0
+
+    response = admin_client.post("/admin/endpoints/abtest/add/", form, follow=True)
+    assert response.status_code == 200
+    test = ABTest.objects.get()
+    assert (test.title, test.policy, test.alpha, test.auto_stop, test.max_feedback,
+            test.strategy, test.min_share, test.created_by) == (
+        "from the admin", "significant", 0.01, True, 500, "thompson", 0.1, "admin")
+    assert sorted(test.arms.values_list("weight", flat=True)) == [1.0, 3.0]
+    assert status_of(rf) == status_of(et) == "ab_testing"
+    again = admin_client.post("/admin/endpoints/abtest/add/", form)
+    assert "already in running A/B test" in again.content.decode()
+    page = admin_client.get(f"/admin/endpoints/abtest/{test.pk}/change/").content.decode()
+    assert "significant" in page and 'name="title"' not in page  # a record, read-only
