@@ -147,7 +147,7 @@ def test_staff_stop_the_test_from_its_page_as_the_api_would(page, site, ab_test)
     page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
     page.click("#stop")
     page.wait_for_selector("text=A/B test stopped")
-    assert dialogs and "promote its most accurate model" in dialogs[0]
+    assert dialogs and "apply its policy (best) to production" in dialogs[0]
     assert page.locator("#stop").count() == 0
     assert "status changes:" in page.locator(".decision").inner_text()
     after = requests.get(f"{site}/api/v1/abtests/{ab_test.pk}", timeout=60).json()

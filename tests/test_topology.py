@@ -194,7 +194,7 @@ def test_ab_test_script_promotes_through_nginx(stack):
     run = run_ab_test(stack["url"], "--start", "--stop", "-n", "80", "--seed", "3",
                       token=stack["token"])
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "to production" in run.stdout
+    assert "-> production" in run.stdout
     test = requests.get(f"{stack['url']}/api/v1/abtests", timeout=60).json()["results"][0]
     assert test["state"] == "stopped"
     production = requests.get(f"{stack['replicas'][1]}/api/v1/mlmodels?status=production",
