@@ -149,6 +149,15 @@ def test_a_model_upload_over_the_body_limit_passes_nginx_on_its_own_route(stack,
         answer = requests.post(f"{stack['url']}/api/v1/classifier/predict?status=testing"
                                f"&name=big", json=sample_row, timeout=60)
         assert answer.status_code == 200 and answer.json()["model"]["name"] == "big"
+    # Without a token, nginx refuses the upload before taking its body.
+    anonymous = requests.post(f"{stack['url']}/api/v1/mlmodels/upload",
+                              data={"endpoint": "classifier", "name": "anon", "version": "1"},
+                              files={"artifact": ("big.onnx", data)}, timeout=120)
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == "not_authenticated"
+    assert requests.post(f"{stack['url']}/admin/endpoints/mlmodel/add/", data=data,
+                         timeout=60).status_code == 403
+    assert requests.get(f"{stack['url']}/admin/endpoints/mlmodel/add/", timeout=60,
+                        allow_redirects=False).status_code == 302  # to the login page
     # Any other route keeps the body limit.
     other = requests.post(f"{stack['url']}/api/v1/mlmodels", headers=auth(stack),
                           data=data, timeout=60)

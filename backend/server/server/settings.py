@@ -198,6 +198,8 @@ if ARTIFACT_STORAGE == "local":
                     "allow_overwrite": True},
     }
 elif ARTIFACT_STORAGE == "s3":
+    from botocore.config import Config as _BotoConfig
+
     _artifact_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
@@ -210,6 +212,10 @@ elif ARTIFACT_STORAGE == "s3":
             "file_overwrite": True,
             "default_acl": None,
             "querystring_auth": False,
+            # Short, bounded waits: a worker loads its models at start-up, within gunicorn's
+            # timeout, and an object store that does not answer must not take it down.
+            "client_config": _BotoConfig(connect_timeout=3, read_timeout=20,
+                                         retries={"max_attempts": 2, "mode": "standard"}),
         },
     }
 else:

@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 
 from apps.endpoints import ab_statistics, selectors, services
 from apps.endpoints.exceptions import RegistryError
+from apps.endpoints.serializers import REGISTRATION_STATUSES
 from apps.endpoints.models import (
     ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
 )
@@ -68,7 +69,7 @@ class MLModelUploadForm(forms.ModelForm):
 
     artifact = forms.FileField(help_text="The ONNX file: the 14 raw features in, a label and "
                                          "class probabilities out (see the README).")
-    status = forms.ChoiceField(choices=[(s, s) for s in Status.values if s != Status.AB_TESTING],
+    status = forms.ChoiceField(choices=[(s, s) for s in REGISTRATION_STATUSES],
                                initial=Status.TESTING)
 
     class Meta:

@@ -54,10 +54,10 @@ def resolve(artifact_path: str) -> Path:
     """The file ``artifact_path`` names: relative to the store (or absolute inside it)."""
     root = store_root()
     if not artifact_path or "\x00" in artifact_path:
-        raise OutsideStore(f"{artifact_path!r} is not a path in the artifact store {root}")
+        raise OutsideStore(f"{artifact_path!r} is not a path in the bundled folder {root}")
     path = (root / artifact_path).resolve()
     if path == root or not path.is_relative_to(root):
-        raise OutsideStore(f"{artifact_path!r} resolves to {path}, outside the artifact store "
+        raise OutsideStore(f"{artifact_path!r} resolves to {path}, outside the bundled folder "
                            f"{root}")
     return path
 
@@ -111,13 +111,39 @@ def store_name(sha256: str, artifact_format: str) -> str:
 
 def save_to_store(data: bytes, sha256: str, artifact_format: str) -> str:
     """Put an artifact in the store under its checksum's name, and return that name. The same
-    bytes twice are one object (a second upload of a file rewrites it, repairing a damaged copy)."""
+    bytes twice are one object: a copy already there and intact is left alone (never rewritten
+    under versions that use it); a damaged one is replaced."""
     name = store_name(sha256, artifact_format)
-    saved = store().save(name, ContentFile(data))
-    if saved != name:  # a storage that renamed instead of overwriting: not ours to guess
-        raise ArtifactError(f"the artifact store saved {name!r} as {saved!r}")
+    if not _stored_intact(name, sha256):
+        saved = store().save(name, ContentFile(data))
+        if saved != name:  # a storage that renamed instead of overwriting: not ours to guess
+            raise ArtifactError(f"the artifact store saved {name!r} as {saved!r}")
     _cache_put(sha256, data)  # this replica need not fetch what it just stored
     return name
+
+
+def _stored_intact(name: str, sha256: str) -> bool:
+    try:
+        return store().exists(name) and sha256_bytes(_read_stored(name)) == sha256
+    except Missing:
+        return False
+
+
+def _read_stored(name: str) -> bytes:
+    """A stored object's bytes; Missing if it is absent, unreadable or over the upload limit
+    (checked before reading: a replaced object must not fill a worker's memory)."""
+    try:
+        size = store().size(name)
+        if size > settings.MAX_ARTIFACT_BYTES:
+            raise Missing(f"the artifact store's {name!r} has {size} bytes, over "
+                          f"MAX_ARTIFACT_BYTES")
+        with store().open(name, "rb") as stored:
+            return stored.read(settings.MAX_ARTIFACT_BYTES + 1)
+    except Missing:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the storage backend raises
+        raise Missing(f"the artifact store could not give {name!r} "
+                      f"({type(exc).__name__}: {exc})") from None
 
 
 def _fetch_verified(name: str, expected_sha256: str) -> bytes:
@@ -136,12 +162,7 @@ def _fetch_verified(name: str, expected_sha256: str) -> bytes:
         if sha256_bytes(data) == expected_sha256:
             return data
         cached.unlink(missing_ok=True)  # damaged: fetched again below
-    try:
-        with store().open(name, "rb") as stored:
-            data = stored.read(settings.MAX_ARTIFACT_BYTES + 1)
-    except Exception as exc:  # noqa: BLE001 - whatever the storage backend raises
-        raise Missing(f"the artifact store could not give {name!r} "
-                      f"({type(exc).__name__}: {exc})") from None
+    data = _read_stored(name)
     _check(data, expected_sha256, f"the artifact store's {name!r}")
     _cache_put(expected_sha256, data)
     return data
@@ -155,10 +176,13 @@ def _cache_put(sha256: str, data: bytes) -> None:
     """Keep a checked artifact on local disk, written whole or not at all (a temporary file
     renamed into place, so a concurrent reader never sees half a file)."""
     folder = Path(settings.ARTIFACT_CACHE_DIR)
+    temporary = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, delete=False) as out:
+        with tempfile.NamedTemporaryFile(dir=folder, delete=False, prefix=".partial-") as out:
+            temporary = out.name
             out.write(data)
-        os.replace(out.name, folder / sha256)
+        os.replace(temporary, folder / sha256)
     except OSError:  # a cache that cannot be written costs a fetch per load, nothing else
-        pass
+        if temporary:
+            Path(temporary).unlink(missing_ok=True)

@@ -3,8 +3,8 @@
 Django's own ``DATA_UPLOAD_MAX_MEMORY_SIZE`` leaves out the file parts of a multipart body and
 only applies when a form is parsed; this refuses any body whose declared length is over the limit
 (``MAX_BODY_BYTES``) before anything reads it: a JSON 413 under /api/, a plain 413 elsewhere.
-A WSGI request carries its length (gunicorn and nginx pass on no body without one). The one
-route that takes model files (``POST /api/v1/mlmodels/upload``) is held to
+A WSGI request carries its length (gunicorn and nginx pass on no body without one). The routes
+that take model files (``POST /api/v1/mlmodels/upload`` and the admin's upload) are held to
 ``MAX_ARTIFACT_BYTES`` instead.
 """
 from functools import cache
@@ -17,12 +17,14 @@ from apps.endpoints.exceptions import TooLarge, body_too_large, is_api, json_err
 
 
 @cache
-def upload_path() -> str:
-    return reverse("mlmodel-upload").rstrip("/")
+def upload_paths() -> set[str]:
+    """The routes that take model files: the API's upload and the admin's."""
+    return {reverse("mlmodel-upload").rstrip("/"),
+            reverse("admin:endpoints_mlmodel_add").rstrip("/")}
 
 
 def limit_for(request) -> int:
-    if request.method == "POST" and request.path.rstrip("/") == upload_path():
+    if request.method == "POST" and request.path.rstrip("/") in upload_paths():
         return settings.MAX_ARTIFACT_BYTES
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 

@@ -98,13 +98,23 @@ class SafeJSONParser(JSONParser):
         encoding = get_encoding(parser_context or {})  # refuses non-text codecs (bombs)
         raw = stream.read() if stream is not None else b""  # bounded by BodyLimitMiddleware
         try:
-            data = json.loads(raw.decode(encoding), parse_constant=json_constant)
-        except RecursionError:
-            raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels",
-                             code="invalid") from None
-        except ValueError as exc:  # includes UnicodeDecodeError
+            text = raw.decode(encoding)
+        except ValueError as exc:  # UnicodeDecodeError
             raise ParseError(f"JSON parse error - {exc}") from None
-        return checked(data)
+        return parse_json(text)
+
+
+def parse_json(text: str):
+    """JSON text, parsed and held to the rules of every JSON body (or a ParseError): a body's,
+    or a form field's that holds JSON."""
+    try:
+        data = json.loads(text, parse_constant=json_constant)
+    except RecursionError:
+        raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels",
+                         code="invalid") from None
+    except ValueError as exc:
+        raise ParseError(f"JSON parse error - {exc}") from None
+    return checked(data)
 
 
 class SafeFormParser(FormParser):

@@ -28,7 +28,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from apps.endpoints import metrics, routing, selectors
-from apps.endpoints.exceptions import InvalidInput, TooLarge
+from apps.endpoints.exceptions import InvalidInput, TooLarge, Unavailable
 from apps.endpoints.models import MLModel, MLRequest, ShadowPrediction, Status
 from apps.endpoints.registry import registry
 from apps.ml.base import RowsError
@@ -119,7 +119,13 @@ def _score(mlmodel: MLModel, rows: list, endpoint_name: str) -> list[dict]:
     """``mlmodel``'s answers to ``rows``, in one inference call (RowsError names bad rows)."""
     algorithm = registry.get(mlmodel)
     started = time.perf_counter()
-    scored = algorithm.compute_predictions(rows)
+    try:
+        scored = algorithm.compute_predictions(rows)
+    except RowsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model that fails or answers nonsense
+        raise Unavailable(f"model {mlmodel.pk} ({mlmodel.name} {mlmodel.version}) could not "
+                          f"answer", log_detail=f"{type(exc).__name__}: {exc}") from None
     metrics.model_seconds.labels(endpoint_name, mlmodel.name, mlmodel.version).observe(
         time.perf_counter() - started)
     return scored

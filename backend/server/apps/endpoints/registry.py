@@ -4,7 +4,8 @@ The database decides which model serves which status; this map only saves reload
 Each gunicorn worker fills it when it starts, before it takes traffic (``warm_up``, called from
 the gunicorn config), and otherwise on first use, once per model; a model that failed to load is
 tried again after ``RETRY_FAILED_SECONDS``, not on every request. A model is built only from
-the artifact store, from bytes that match the sha256 recorded for it, by a class named in the
+the bundled folder or the artifact store (as its ``artifact_source`` says), from bytes that
+match the sha256 recorded for it, by a class named in the
 algorithm catalogue (artifacts.py, apps/ml/catalog.py); anything else is refused with a 503
 that says which model is unavailable, while the paths and checksums go to the log. Nothing here
 writes to the database, and nothing runs at import time.

@@ -4,9 +4,11 @@ from django.http import QueryDict
 from django.urls import reverse
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
 
 from apps.endpoints import selectors
 from apps.endpoints.exceptions import InvalidInput
+from apps.endpoints.parsers import parse_json
 from apps.endpoints.models import (
     ABTest, Endpoint, MLModel, MLModelStatus, MLRequest, Policy, Status, Strategy,
 )
@@ -163,16 +165,21 @@ class MLModelUploadSerializer(serializers.Serializer):
     owner = serializers.CharField(max_length=128, required=False, default="",
                                   help_text="Default: the uploading user.")
     description = serializers.CharField(required=False, allow_blank=True, default="")
-    metrics = serializers.JSONField(
-        required=False, default=dict, binary=True,
+    metrics = serializers.CharField(
+        required=False, default="{}", max_length=100_000,
         help_text='Offline figures as a JSON object, e.g. {"accuracy": 0.85}.')
     status = serializers.ChoiceField(
         choices=REGISTRATION_STATUSES, default=Status.TESTING)
 
     def validate_metrics(self, value):
-        if not isinstance(value, dict):
+        """A form field holding JSON: parsed and checked as a JSON body is (parsers.py)."""
+        try:
+            metrics = parse_json(value)
+        except ParseError as exc:
+            raise serializers.ValidationError(str(exc.detail)) from None
+        if not isinstance(metrics, dict):
             raise serializers.ValidationError("give the metrics as a JSON object")
-        return value
+        return metrics
 
 
 class MLModelStatusSerializer(serializers.ModelSerializer):

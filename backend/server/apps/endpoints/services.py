@@ -111,12 +111,12 @@ def _artifact_checked(artifact_path: str, artifact_sha256: str = "") -> tuple[st
         path, data = artifacts.read(artifact_path)
     except artifacts.OutsideStore as exc:
         raise InvalidInput(
-            f"artifact_path: {artifact_path!r} is not a file of the artifact store; give its "
+            f"artifact_path: {artifact_path!r} is not a file of the bundled folder; give its "
             f"path relative to the store, as the training manifest lists it",
             log_detail=str(exc),
         ) from None
     except artifacts.Missing as exc:
-        raise InvalidInput(f"artifact_path: the artifact store has no file {artifact_path!r}",
+        raise InvalidInput(f"artifact_path: the bundled folder has no file {artifact_path!r}",
                            log_detail=str(exc)) from None
     actual = sha256_bytes(data)
     if artifact_sha256 and artifact_sha256 != actual:
@@ -182,9 +182,16 @@ def _mlmodel_save(mlmodel: MLModel, *, status: str, created_by: str) -> MLModel:
             mlmodel.save()
             mlmodel_status_set(mlmodel=mlmodel, status=status, created_by=created_by)
     except IntegrityError:
-        raise Conflict(f"endpoint {mlmodel.endpoint.name!r} already has a model "
-                       f"{mlmodel.name!r} version {mlmodel.version!r}") from None
+        if not MLModel.objects.filter(endpoint=mlmodel.endpoint, name=mlmodel.name,
+                                      version=mlmodel.version).exists():
+            raise  # not the one constraint a client can break
+        raise _duplicate(mlmodel.endpoint, mlmodel.name, mlmodel.version) from None
     return mlmodel
+
+
+def _duplicate(endpoint: Endpoint, name: str, version: str) -> Conflict:
+    return Conflict(f"endpoint {endpoint.name!r} already has a model {name!r} version "
+                    f"{version!r}")
 
 
 def mlmodel_upload(
@@ -239,8 +246,7 @@ def mlmodel_upload_check(*, endpoint: Endpoint, name: str, version: str, artifac
                            f"{sorted(set().union(*served))}; an uploaded model serves the income "
                            f"endpoint's {list(expected)}")
     if MLModel.objects.filter(endpoint=endpoint, name=name, version=version).exists():
-        raise Conflict(f"endpoint {endpoint.name!r} already has a model {name!r} version "
-                       f"{version!r}")
+        raise _duplicate(endpoint, name, version)
     try:
         uploaded.inspect(artifact)
         UploadedIncomeClassifier.load(artifact, ONNX)

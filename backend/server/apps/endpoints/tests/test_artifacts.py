@@ -52,7 +52,7 @@ def test_an_artifact_path_outside_the_store_is_a_400_and_stores_nothing(api, reg
     assert response.status_code == 400, response.json()
     body = response.json()
     assert body["code"] == "invalid"
-    assert body["detail"].startswith(f"artifact_path: {path!r} is not a file of the artifact store")
+    assert body["detail"].startswith(f"artifact_path: {path!r} is not a file of the bundled folder")
     assert str(artifacts.store_root()) not in json.dumps(body)
     assert MLModel.objects.count() == 2
 
@@ -72,7 +72,7 @@ def test_a_model_pointing_outside_the_store_is_never_loaded(registered, outside,
     rf.artifact_sha256 = sha256_bytes(outside.read_bytes())  # the file's own checksum
     with pytest.raises(Unavailable) as err:
         Registry().get(rf)
-    assert "outside the artifact store" in err.value.log_detail
+    assert "outside the bundled folder" in err.value.log_detail
     assert loads == []
 
 
@@ -83,7 +83,7 @@ def test_a_symlink_swapped_in_after_registration_is_refused(registered, link_out
     rf.artifact_sha256 = sha256_bytes(outside.read_bytes())  # the checksum would pass
     with pytest.raises(Unavailable) as err:
         Registry().get(rf)
-    assert "outside the artifact store" in err.value.log_detail
+    assert "outside the bundled folder" in err.value.log_detail
     assert loads == []
 
 

@@ -71,7 +71,7 @@ def test_a_retrained_artifact_updates_the_checksum_not_the_model(db, store, mani
 
 
 @pytest.mark.parametrize("artifact, sha256, message", [
-    ("../../etc/passwd", None, "is not a file of the artifact store"),
+    ("../../etc/passwd", None, "is not a file of the bundled folder"),
     (None, "f" * 64, "does not have the sha256 given"),
 ])
 def test_a_retrained_entry_gets_the_checks_of_a_registration(db, store, manifest, artifact,

@@ -81,7 +81,7 @@ def test_creating_a_model_records_its_checksum_and_first_status(registered):
     ({"code": "apps.ml.nothing.Here"}, "code: unknown algorithm 'apps.ml.nothing.Here'; the "
                                        "registered algorithms are: apps.ml.income_classifier"),
     ({"code": "json.JSONDecoder"}, "code: unknown algorithm 'json.JSONDecoder'"),
-    ({"artifact_path": "nope.joblib"}, "artifact_path: the artifact store has no file "
+    ({"artifact_path": "nope.joblib"}, "artifact_path: the bundled folder has no file "
                                        "'nope.joblib'"),
     ({"artifact_sha256": "0" * 64}, "artifact_sha256: the file '.*' does not have the sha256 "
                                     "given"),

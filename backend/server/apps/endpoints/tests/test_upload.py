@@ -12,7 +12,7 @@ from django.core.files.storage import storages
 from onnx import TensorProto, helper
 
 from apps.endpoints import artifacts, predictions, services
-from apps.endpoints.models import MLModel, MLModelStatus, ShadowPrediction
+from apps.endpoints.models import MLModel, MLModelStatus, MLRequest, ShadowPrediction
 from apps.endpoints.registry import registry
 from apps.ml.income_classifier import preprocessing
 
@@ -174,6 +174,30 @@ def onnx_with(graph_change=None, opset_domain=None):
     return helper.make_model(graph, opset_imports=opsets, ir_version=9).SerializeToString()
 
 
+def sparse_external(graph):
+    """Weights kept outside the file in a sparse initializer, where a plain walk of
+    ``graph.initializer`` would not look."""
+    values = helper.make_tensor("sv", TensorProto.FLOAT, [1], [1.0])
+    values.ClearField("float_data")
+    values.data_location = TensorProto.EXTERNAL
+    entry = values.external_data.add()
+    entry.key, entry.value = "location", "secret.bin"
+    indices = helper.make_tensor("si", TensorProto.INT64, [1], [0])
+    graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [1]))
+
+
+def foreign_node(graph):
+    """An operator of another domain, without declaring that domain's operator set."""
+    graph.node.append(helper.make_node("FastGelu", ["x"], ["z"], domain="com.microsoft"))
+
+
+def blow_up(graph):
+    """A tensor sized by data: a few bytes of file, gigabytes of memory."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [100_000_000, 2])
+    graph.initializer.append(shape)
+    graph.node.append(helper.make_node("ConstantOfShape", ["shape"], ["big"]))
+
+
 def external(graph):
     weight = graph.initializer[0]
     weight.ClearField("float_data")
@@ -195,7 +219,11 @@ def external(graph):
                                             ir_version=99).SerializeToString(),
      "onnxruntime cannot load the model: Unsupported model IR version: 99"),
     (lambda rf, lr, rows: train_pipeline(rows, [int(r["income"] == ">50K") for r in rows]),
-     "the endpoint's classes are '<=50K', '>50K'"),
+     "not a tensor of string labels: train it on the labels <=50K and >50K"),
+    (lambda rf, lr, rows: onnx_with(sparse_external), "keeps weights in external files"),
+    (lambda rf, lr, rows: onnx_with(foreign_node), "operator FastGelu is from domain "
+                                                   "com.microsoft"),
+    (lambda rf, lr, rows: onnx_with(blow_up), "operator ConstantOfShape is not served"),
 ])
 def test_a_file_that_cannot_serve_the_endpoint_is_refused_saying_why(
         api, registered, store, logreg_onnx, adult_rows, make, fragment):
@@ -297,3 +325,76 @@ def test_uploaded_answers_match_the_pipeline_it_came_from(registered, store, adu
     assert [a["label"] for a in answers] == list(labels)
     assert [a["probability"] for a in answers] == pytest.approx(
         [p[">50K"] for p in probabilities], abs=1e-6)
+
+
+def integer_model(adult_rows):
+    """The notebook's pipeline with 64-bit integer inputs for the numeric features."""
+    from skl2onnx.common.data_types import Int64TensorType, StringTensorType
+
+    rows = adult_rows[:800]
+    return train_pipeline(rows, [r["income"] for r in rows], skl2onnx_types=(
+        [(n, Int64TensorType([None, 1])) for n in NUMERIC]
+        + [(n, StringTensorType([None, 1])) for n in CATEGORICAL]))
+
+
+def test_integer_inputs_take_whole_numbers_in_range(api, registered, store, adult_rows,
+                                                    sample_row):
+    assert upload(api, integer_model(adult_rows), name="ints").status_code == 201
+    url = "/api/v1/classifier/predict?status=testing&name=ints"
+    assert api.post(url, sample_row, format="json").status_code == 200
+    for value in (37.5, 2**70):
+        refused = api.post(url, {**sample_row, "age": value}, format="json")
+        assert refused.status_code == 400, refused.json()
+        assert "age: this model takes whole numbers" in refused.json()["detail"]
+
+
+def test_a_model_that_answers_nonsense_is_refused_for_the_request(api, anon, registered, store,
+                                                                  logreg_onnx, sample_row,
+                                                                  monkeypatch):
+    from apps.ml.income_classifier.uploaded import UploadedIncomeClassifier
+
+    assert upload(api, logreg_onnx).status_code == 201
+    url = "/api/v1/classifier/predict?status=testing&name=logistic%20regression"
+    assert anon.post(url, sample_row, format="json").status_code == 200  # loaded and serving
+    real = UploadedIncomeClassifier.predict
+    monkeypatch.setattr(UploadedIncomeClassifier, "predict", lambda self, feed: (
+        real(self, feed)[0], [{">50K": float("nan"), "<=50K": 0.5}] * len(real(self, feed)[0])))
+    before = MLRequest.objects.count()
+    response = anon.post(url, sample_row, format="json")
+    assert response.status_code == 503
+    assert "(logistic regression 1) could not answer" in response.json()["detail"]
+    assert "nan" not in response.json()["detail"]
+    assert MLRequest.objects.count() == before
+
+
+@pytest.mark.parametrize("metrics", ['{"a": 1e999}', '{"a": NaN}', '{"a": "\\u0000"}',
+                                     "[" * 2000 + "]" * 2000])
+def test_upload_metrics_are_held_to_the_json_rules(api, registered, store, logreg_onnx, metrics):
+    response = upload(api, logreg_onnx, metrics=metrics)
+    assert response.status_code == 400, response.json()
+    assert "metrics" in response.json()["errors"]
+
+
+def test_register_models_never_overwrites_an_uploaded_version(api, registered, store,
+                                                             logreg_onnx, manifest, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    entry = manifest["models"][0]
+    uploaded = upload(api, logreg_onnx, name=entry["name"], version="9.9.9").json()
+    clash = {**manifest, "models": [{**entry, "version": "9.9.9"}]}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(clash))
+    with pytest.raises(CommandError, match="uploaded to the artifact store"):
+        call_command("register_models", manifest=path, stdout=io.StringIO())
+    assert MLModel.objects.get(pk=uploaded["id"]).artifact_source == "store"
+
+
+def test_the_admin_upload_takes_files_over_the_body_limit(admin_client, registered, store,
+                                                          logreg_onnx, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000  # smaller than the file
+    artifact = io.BytesIO(logreg_onnx)
+    artifact.name = "model.onnx"
+    admin_client.post("/admin/endpoints/mlmodel/add/", {
+        "endpoint": registered["random forest"].endpoint_id, "name": "big", "version": "1",
+        "description": "", "metrics": "{}", "status": "testing", "artifact": artifact})
+    assert MLModel.objects.filter(name="big").exists()

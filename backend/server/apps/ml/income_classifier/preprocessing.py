@@ -50,7 +50,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 MAX_CATEGORY_LENGTH = 100
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     return value is None or value == MISSING or value == ""
 
 
@@ -59,7 +59,7 @@ def fit(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     counters = {name: Counter() for name in CATEGORICAL}
     for row in rows:
         for name in CATEGORICAL:
-            if not _is_missing(row[name]):
+            if not is_missing(row[name]):
                 counters[name][row[name]] += 1
     fill: dict[str, Any] = {}
     codes: dict[str, dict[str, float]] = {}
@@ -128,7 +128,7 @@ def encode_row(row: Mapping[str, Any], params: Mapping[str, Any]) -> list[float]
     for name in FEATURES:
         value = row[name]
         if name in codes:
-            if _is_missing(value):
+            if is_missing(value):
                 value = fill[name]
             out.append(codes[name].get(value.strip(), UNKNOWN_CODE))
         else:

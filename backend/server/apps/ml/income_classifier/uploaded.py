@@ -2,20 +2,24 @@
 
 What such a file must be (checked when it is uploaded, by ``inspect`` and ``load``):
 
-- an ONNX model using only the standard operator sets (``ai.onnx``, ``ai.onnx.ml``), with every
-  weight inside the file: a reference to external data would make the loader read a file of the
-  host's choosing, so it is refused;
+- an ONNX model of the operators scikit-learn models export to (``ai.onnx.ml``, and the
+  ``ai.onnx`` operators in ``ALLOWED_OPS``: none that sizes a tensor from data, loops, or draws
+  random numbers), with every weight inside the file: a reference to external data would make
+  the loader read a file of the host, so it is refused;
 - with one input per raw Adult feature, named as the feature (skl2onnx's spelling, ``-`` as
   ``_``, is accepted): the model carries its own preprocessing, as a scikit-learn Pipeline
   exported by skl2onnx does. Numeric features as float, double or integer tensors, categorical
   ones as string tensors, each of shape [N, 1] or [N]; a missing category reaches the model as
-  ``"?"``, as in the data files;
+  ``"?"``, as in the data files; an integer input takes whole numbers in its range (a row with
+  another number is a 400 naming it);
 - answering a label tensor and the class probabilities, as skl2onnx writes a classifier: a
   sequence of maps from class to probability (its default), or a float tensor [N, classes] whose
   columns follow the sorted classes (scikit-learn's ``classes_``); the classes must be the
   endpoint's, ``<=50K`` and ``>50K``.
 
-The answer is the service's usual one: the model's own label, and the probability of ``>50K``.
+The answer is the service's usual one: the model's own label, and the probability of ``>50K``;
+every answer is checked (a label of the endpoint's, a probability in [0, 1]), and a model that
+answers anything else is refused for that request (503), never stored.
 """
 from __future__ import annotations
 
@@ -42,11 +46,32 @@ class UnsupportedModel(ValueError):
     """Why an uploaded file cannot serve the income endpoint, in the uploader's terms."""
 
 
+# The ai.onnx operators a model may use: what skl2onnx writes for scikit-learn's preprocessing,
+# linear models, trees, boosting and neural networks. Left out on purpose: every operator that
+# makes a tensor whose size comes from data rather than from the model's weights
+# (ConstantOfShape, Expand, Tile, Range, Resize, Pad, ...), the control flow that could repeat
+# one (Loop, Scan, If), and random generators: a small file could otherwise have every worker
+# build gigabytes when it loads the model, or when a client sends a large number. Every
+# ai.onnx.ml operator is allowed (each is bounded by the model's own parameters).
+ALLOWED_OPS = frozenset("""
+    Abs Add And ArgMax ArgMin Cast CastLike Ceil Clip Concat Constant Div Einsum Equal Erf Exp
+    Flatten Floor Gather GatherElements Gemm Greater GreaterOrEqual Identity IsInf IsNaN
+    LeakyRelu Less LessOrEqual Log LogSoftmax MatMul Max Mean Min Mod Mul Neg Not Or Pow
+    Reciprocal ReduceL2 ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum
+    ReduceSumSquare Relu Reshape Round Shape Sigmoid Sign Slice Softmax Softplus Split Sqrt
+    Squeeze Sub Sum Tanh TopK Transpose Unsqueeze Where Xor
+""".split())
+ML_DOMAIN = "ai.onnx.ml"
+
+
 def inspect(data: bytes) -> None:
-    """Refuse a file that is not a self-contained ONNX model of the standard operator sets.
+    """Refuse a file that is not a self-contained ONNX model of the allowed operators.
 
     Run once, at upload (it needs the ``onnx`` package, which serving does not import); the
-    sha256 recorded then makes every later load the very bytes checked here.
+    sha256 recorded then makes every later load the very bytes checked here. Every message of
+    the file is walked, so no tensor anywhere (initializers, sparse ones, attributes, subgraphs)
+    may keep its data in an outside file: onnxruntime would read that file, relative to the
+    worker's folder, and answer with its bytes.
     """
     import onnx
     from google.protobuf.message import DecodeError
@@ -57,31 +82,37 @@ def inspect(data: bytes) -> None:
         raise UnsupportedModel(f"the file is not an ONNX model ({type(exc).__name__})") from None
     if not model.graph.node:
         raise UnsupportedModel("the file is not an ONNX model (its graph has no nodes)")
-    domains = {opset.domain for opset in model.opset_import}
-    foreign = sorted(domains - STANDARD_DOMAINS)
+    if model.functions:
+        raise UnsupportedModel("the model defines functions of its own; export it without")
+    foreign = sorted({opset.domain for opset in model.opset_import} - STANDARD_DOMAINS)
     if foreign:
         raise UnsupportedModel(f"the model uses operators outside the standard sets "
                                f"(domains {', '.join(foreign)}); only ai.onnx and ai.onnx.ml "
                                f"are served")
-    external = [t.name for t in _tensors(model.graph)
-                if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data]
-    if external:
-        raise UnsupportedModel(f"the model keeps weights in external files ({external[0]}, ...); "
-                               f"save it as one self-contained file")
+    for message in _messages(model):
+        if isinstance(message, onnx.TensorProto) and (
+                message.data_location == onnx.TensorProto.EXTERNAL or message.external_data):
+            raise UnsupportedModel(f"the model keeps weights in external files "
+                                   f"({message.name or 'a tensor'}); save it as one "
+                                   f"self-contained file")
+        if isinstance(message, onnx.NodeProto):
+            if message.domain not in STANDARD_DOMAINS:
+                raise UnsupportedModel(f"operator {message.op_type} is from domain "
+                                       f"{message.domain}; only ai.onnx and ai.onnx.ml are served")
+            if message.domain != ML_DOMAIN and message.op_type not in ALLOWED_OPS:
+                raise UnsupportedModel(
+                    f"operator {message.op_type} is not served: only the operators scikit-learn "
+                    f"models export to are, none that sizes a tensor from data or loops")
 
 
-def _tensors(graph):
-    """Every tensor a graph and its subgraphs hold (initializers and constant attributes)."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _tensors(subgraph)
+def _messages(message):
+    """Every protobuf message inside ``message``, itself included, depth first."""
+    yield message
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE:
+            continue
+        for item in (value if field.is_repeated else [value]):
+            yield from _messages(item)
 
 
 class UploadedIncomeClassifier(Algorithm):
@@ -115,18 +146,12 @@ class UploadedIncomeClassifier(Algorithm):
                 from None
         algorithm = cls(session, _feeds(session.get_inputs()), *_outputs(session.get_outputs()))
         try:
-            answers = algorithm.compute_predictions(PROBE_ROWS)
+            algorithm.compute_predictions(PROBE_ROWS)  # each answer checked (postprocess)
         except UnsupportedModel:
             raise
         except Exception as exc:  # noqa: BLE001
             raise UnsupportedModel(f"the model fails on the 14 raw features: "
                                    f"{_first_line(exc)}") from None
-        for answer in answers:
-            if answer["label"] not in CLASSES or not 0.0 <= answer["probability"] <= 1.0:
-                raise UnsupportedModel(
-                    f"the model answers label {answer['label']!r} with probability "
-                    f"{answer['probability']!r}; the endpoint's classes are "
-                    + ", ".join(repr(c) for c in CLASSES))
         return algorithm
 
     def preprocess(self, rows: list[Any]) -> dict[str, np.ndarray]:
@@ -141,10 +166,12 @@ class UploadedIncomeClassifier(Algorithm):
         feed = {}
         for name, feature, dtype, rank in self._feeds:
             if dtype is object:
-                values = [preprocessing.MISSING if _missing(row.get(feature))
-                          else str(row[feature]) for row in rows]
+                values = [preprocessing.MISSING if preprocessing.is_missing(row.get(feature))
+                          else str(row[feature]).strip() for row in rows]
             else:
                 values = [row[feature] for row in rows]
+                if np.issubdtype(dtype, np.integer):
+                    _check_whole(values, feature, dtype)
             array = np.array(values, dtype=dtype)
             feed[name] = array.reshape(-1, 1) if rank == 2 else array
         return feed
@@ -163,12 +190,26 @@ class UploadedIncomeClassifier(Algorithm):
                 raise UnsupportedModel(f"the probabilities have shape {probabilities.shape}, not "
                                        f"one column per class ({len(CLASSES)})")
             positive = probabilities[:, sorted(CLASSES).index(POSITIVE)].astype(float).tolist()
-        return [{"probability": p, "label": str(label)}
-                for label, p in zip(np.asarray(labels).ravel().tolist(), positive)]
+        answers = [{"probability": p, "label": str(label)}
+                   for label, p in zip(np.asarray(labels).ravel().tolist(), positive)]
+        for answer in answers:  # what the service stores and answers with, every time
+            if answer["label"] not in CLASSES or not 0.0 <= answer["probability"] <= 1.0:
+                raise UnsupportedModel(
+                    f"the model answered label {answer['label']!r} with probability "
+                    f"{answer['probability']!r}; the endpoint's classes are "
+                    + ", ".join(repr(c) for c in CLASSES))
+        return answers
 
 
-def _missing(value: Any) -> bool:
-    return value is None or value == "" or value == preprocessing.MISSING
+def _check_whole(values: list, feature: str, dtype) -> None:
+    """Numbers for an integer input must be whole and fit it: RowsError naming the rows."""
+    info = np.iinfo(dtype)
+    problems = {index: [f"{feature}: this model takes whole numbers from {info.min} to "
+                        f"{info.max}, got {value!r}"]
+                for index, value in enumerate(values)
+                if not (float(value).is_integer() and info.min <= value <= info.max)}
+    if problems:
+        raise RowsError(problems)
 
 
 # onnxruntime's messages name its source file and C++ function before saying what is wrong.
@@ -223,9 +264,10 @@ def _outputs(outputs) -> tuple[str, str, bool]:
         raise UnsupportedModel("the model must answer a label and class probabilities (two "
                                "outputs, as skl2onnx exports a classifier)")
     label, probabilities = outputs[0], outputs[1]
-    if label.type not in (STRING_TYPE, "tensor(int64)"):
+    if label.type != STRING_TYPE:
         raise UnsupportedModel(f"the model's first output ({label.name}) is {label.type}, not "
-                               f"a label tensor")
+                               f"a tensor of string labels: train it on the labels "
+                               + " and ".join(CLASSES))
     if probabilities.type.startswith("seq(map("):
         return label.name, probabilities.name, True
     if probabilities.type in ("tensor(float)", "tensor(double)"):

@@ -72,6 +72,10 @@ class Command(BaseCommand):
                 self.stdout.write(f"{label}: already registered")
                 return
             self.stdout.write(self.style.SUCCESS(f"{label}: registered"))
+        elif existing.artifact_source != "bundled":
+            raise CommandError(f"{label}: this version was uploaded to the artifact store; the "
+                               f"manifest's file of the same name and version is not registered "
+                               f"over it (give the trained model another version)")
         elif existing.artifact_sha256 != entry["sha256"]:
             try:
                 services.mlmodel_artifact_update(
