@@ -7,7 +7,7 @@ On a PostgreSQL database of its own (--database-url, dropped and created afresh)
 registers the models, makes the extra trees a shadow of the random forest, and stores --rows
 requests the way the predict path stores them: predictions._insert, one statement per 1,000
 rows, with rows of adult.test as input and the random forest's real answers, and the shadow's
-real answers through predictions._insert_shadows (--no-shadow leaves them out). The requests are
+real answers stored by the same statement (--no-shadow leaves them out). The requests are
 dated evenly over the last --days days, oldest first, and every other one gets its true label as
 feedback, written by an UPDATE as a feedback PUT writes it, a batch after it was stored; the
 request table is vacuumed on the way whenever those UPDATEs pass autovacuum's default threshold,
@@ -147,7 +147,7 @@ def store(args, rf, et) -> dict:
     batches = -(-args.rows // batch)
     start = timezone.now() - timedelta(days=args.days)
     step = timedelta(days=args.days) / batches
-    seconds = {"requests": 0.0, "shadows": 0.0, "feedback": 0.0}
+    seconds = {"requests": 0.0, "feedback": 0.0}
     given = dead = vacuums = 0  # feedback given; of it, since the last VACUUM
 
     def give_feedback(stored: list[MLRequest], index: list[int], when) -> int:
@@ -171,13 +171,10 @@ def store(args, rf, et) -> dict:
                     for i in index]
         when = start + step * (number + 0.5)
         with mock.patch.object(timezone, "now", return_value=when):
+            shadowed = [(et, [shadow_answers[i] for i in index])] if args.shadow else []
             started = time.perf_counter()
-            stored = predictions._insert(requests)
+            stored = predictions._insert(requests, shadowed)  # one statement, as predict does
             seconds["requests"] += time.perf_counter() - started
-            if args.shadow:
-                started = time.perf_counter()
-                predictions._insert_shadows(stored, [(et, [shadow_answers[i] for i in index])])
-                seconds["shadows"] += time.perf_counter() - started
         if previous:
             dead += give_feedback(*previous, when)
         previous = (stored, index)
@@ -269,9 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         print_sizes(f"{shadows_table}, per shadow model", shadows_size)
     print()
     seconds = stored["seconds"]
-    rate = f"{args.rows / seconds['requests']:,.0f} requests/s"
-    if args.shadow:
-        rate += f", shadow answers {args.rows / seconds['shadows']:,.0f}/s"
+    rate = f"{args.rows / seconds['requests']:,.0f} requests/s" + (
+        " (each with its shadow answer, in the same statement)" if args.shadow else "")
     print(f"insert rate, one connection, 1,000-row statements: {rate}; feedback UPDATEs "
           f"{stored['given'] / seconds['feedback']:,.0f} rows/s", flush=True)
 

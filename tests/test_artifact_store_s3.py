@@ -12,7 +12,7 @@ import requests
 from conftest import issue_token, manage, start_gunicorn
 from tests.live import LIVE_DEADLINE, free_port, spawn, stop, wait_until
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.production]
 
 BUCKET = "ml-artifacts"
 WEED = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))

@@ -9,7 +9,7 @@ from django.db import connection
 
 from tests.live import free_port, run_script
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.production]
 
 
 def test_the_rate_limit_benchmark_prints_a_row_per_setup_and_round():

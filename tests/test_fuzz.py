@@ -20,7 +20,7 @@ from conftest import issue_token, manage, start_gunicorn
 from tests.hostile_inputs import CASES
 from tests.live import free_port, run_script, stop
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.production]
 
 MIN_REQUESTS = 1000
 # Not asked of the service: these two check that the API's validation is exactly the schema's,

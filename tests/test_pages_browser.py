@@ -20,7 +20,7 @@ from apps.endpoints.models import MLModel
 from conftest import manage, start_gunicorn
 from tests.live import LIVE_DEADLINE, free_port, start_nginx, stop
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.production]
 
 # The test process writes to the database while Playwright's event loop runs in it.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

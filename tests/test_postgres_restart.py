@@ -24,7 +24,7 @@ from apps.endpoints.models import MLRequest
 from conftest import issue_token, manage, start_gunicorn
 from tests.live import LIVE_DEADLINE, free_port, stop, wait_until
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.production]
 
 CLIENTS = 4
 

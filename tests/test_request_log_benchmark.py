@@ -7,7 +7,7 @@ from django.db import connection
 
 from tests.live import run_script
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.production]
 
 
 def test_the_request_log_benchmark_measures_both_tables_and_two_prune_runs():

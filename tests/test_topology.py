@@ -22,7 +22,7 @@ from django.conf import settings
 from conftest import issue_token, manage, run_ab_test, start_gunicorn
 from tests.live import free_port, start_nginx, stop, wait_until
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.production]
 
 REPLICAS = ("127.0.0.2", "127.0.0.3")
 REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of its own, emptied for each stack
