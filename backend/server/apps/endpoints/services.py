@@ -310,7 +310,10 @@ def feedback_set(*, mlrequest: MLRequest, feedback: str) -> MLRequest:
     mlrequest.feedback = feedback
     mlrequest.feedback_at = timezone.now()
     with transaction.atomic():
-        mlrequest.save(update_fields=["feedback", "feedback_at"])
+        stored = MLRequest.objects.filter(pk=mlrequest.pk).update(
+            feedback=mlrequest.feedback, feedback_at=mlrequest.feedback_at)
+        if not stored:  # pruned (prune_requests) between reading it and this write
+            raise NotFound(f"no request with id {mlrequest.pk}")
         ab_test = mlrequest.ab_test  # select_related by the API's queryset
         if ab_test is not None and ab_test.ended_at is None and (
                 ab_test.auto_stop or ab_test.strategy == Strategy.THOMPSON):

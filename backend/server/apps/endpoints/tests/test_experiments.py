@@ -488,3 +488,15 @@ def test_the_admin_starts_a_test_with_its_settings_through_the_service(admin_cli
     assert "already in running A/B test" in again.content.decode()
     page = admin_client.get(f"/admin/endpoints/abtest/{test.pk}/change/").content.decode()
     assert "significant" in page and 'name="title"' not in page  # a record, read-only
+
+
+def test_feedback_on_a_request_pruned_meanwhile_is_a_404(models):
+    from apps.endpoints.exceptions import NotFound
+
+    rf, _ = models
+    mlrequest, = MLRequest.objects.bulk_create([MLRequest(
+        mlmodel=rf, input_data={}, full_response={}, response=">50K")])
+    loaded = selectors.mlrequest_list().get(pk=mlrequest.pk)
+    MLRequest.objects.filter(pk=mlrequest.pk).delete()  # prune_requests, in between
+    with pytest.raises(NotFound, match=f"no request with id {mlrequest.pk}"):
+        services.feedback_set(mlrequest=loaded, feedback=">50K")
