@@ -24,7 +24,7 @@ def s3_client(endpoint: str):
 
     return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
                         aws_secret_access_key="test-secret", region_name="us-east-1",
-                        config=Config(retries={"max_attempts": 1}, connect_timeout=5,
+                        config=Config(retries={"max_attempts": 3}, connect_timeout=60,
                                       read_timeout=60))
 
 

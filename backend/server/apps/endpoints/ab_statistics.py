@@ -74,6 +74,15 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def accuracy(requests: int, feedback: int, correct: int) -> dict:
+    """Live accuracy over the requests with feedback, with its 95% Wilson interval: a model's in
+    a test, on its page, or as a shadow."""
+    interval = wilson_interval(correct, feedback)
+    return {"requests": requests, "feedback": feedback, "correct": correct,
+            "accuracy": correct / feedback if feedback else None,
+            "ci95": list(interval) if interval else None}
+
+
 def two_proportion_test(correct_a: int, n_a: int, correct_b: int, n_b: int,
                         alpha: float = ALPHA) -> dict:
     """Difference a - b, its 95% interval, z and the two-sided p-value (pooled z-test)."""
@@ -205,14 +214,8 @@ def results(arms: list[ArmCounts], *, alpha: float = ALPHA, policy: str = "best"
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
-    models = []
-    for arm in arms:
-        interval = wilson_interval(arm.correct, arm.feedback)
-        models.append({
-            **asdict(arm),
-            "accuracy": arm.correct / arm.feedback if arm.feedback else None,
-            "ci95": list(interval) if interval else None,
-        })
+    models = [{**asdict(arm), **accuracy(arm.requests, arm.feedback, arm.correct)}
+              for arm in arms]
     judged = sorted((arm for arm in arms if arm.feedback), key=_rank_key)
     out = {"method": METHOD, "alpha": alpha, "policy": policy, "models": models,
            "comparisons": [], "leader": None, "tie": False,

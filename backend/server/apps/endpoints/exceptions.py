@@ -65,10 +65,13 @@ class Unavailable(RegistryError):
     default_code = "unavailable"
 
 
-def body_too_large(size: int | None = None) -> TooLarge:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+def body_too_large(size: int | None = None, *, limit: int | None = None,
+                   setting: str = "MAX_BODY_BYTES") -> TooLarge:
+    """A body over its route's limit: ``MAX_BODY_BYTES``, or the limit (and the setting naming
+    it) of a route that takes more."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE if limit is None else limit
     size = f" ({size} bytes)" if size else ""
-    return TooLarge(f"the request body{size} is over the limit of {limit} bytes")
+    return TooLarge(f"the request body{size} is over the limit of {limit} bytes ({setting})")
 
 
 def _logged(detail: str, code: str, http_status: int, log_detail: str, *, exc_info=None) -> dict:

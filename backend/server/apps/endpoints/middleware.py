@@ -13,7 +13,7 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.urls import reverse
 
-from apps.endpoints.exceptions import TooLarge, body_too_large, is_api, json_error
+from apps.endpoints.exceptions import body_too_large, is_api, json_error
 
 
 @cache
@@ -23,10 +23,11 @@ def upload_paths() -> set[str]:
             reverse("admin:endpoints_mlmodel_add").rstrip("/")}
 
 
-def limit_for(request) -> int:
+def limit_for(request) -> tuple[int, str]:
+    """The largest body the request's route reads, and the setting that says so."""
     if request.method == "POST" and request.path.rstrip("/") in upload_paths():
-        return settings.MAX_ARTIFACT_BYTES
-    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return settings.MAX_ARTIFACT_BYTES, "MAX_ARTIFACT_BYTES"
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "MAX_BODY_BYTES"
 
 
 class BodyLimitMiddleware:
@@ -35,11 +36,9 @@ class BodyLimitMiddleware:
 
     def __call__(self, request):
         declared = request.META.get("CONTENT_LENGTH") or "0"
-        limit = limit_for(request)
+        limit, setting = limit_for(request)
         if declared.isdigit() and int(declared) > limit:
-            refused = (body_too_large(int(declared)) if limit == settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-                       else TooLarge(f"the upload has {declared} bytes; the most it may carry "
-                                     f"is {limit} (MAX_ARTIFACT_BYTES)"))
+            refused = body_too_large(int(declared), limit=limit, setting=setting)
             if is_api(request):
                 return json_error(refused)
             return HttpResponse(refused.detail, status=refused.status_code,

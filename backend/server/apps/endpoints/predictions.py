@@ -9,10 +9,10 @@ Under ``ab_testing`` each row is routed as a single request would be: a client k
 row of the request on one model; without one, each row is drawn by the test's current shares.
 
 Requests production serves are also scored by the endpoint's shadow models, found by the same
-query as the production model: one inference call per shadow, and their answers stored by one
-more INSERT in the requests' transaction, linked to the served requests. The client waits for
-that (a shadow costs its own model call and that INSERT) but never gets a shadow's answer, and
-never an error because of a shadow.
+query as the production model: one inference call per shadow, and their answers stored with
+the requests, linked to them (in the same statement on PostgreSQL). The client waits for that
+(a shadow costs its own model call and its rows) but never gets a shadow's answer, and never an
+error because of a shadow.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import logging
 import random
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from typing import Any
 
 from django.conf import settings
@@ -112,15 +113,20 @@ def predictions_create(
     return stored
 
 
-LABEL_MAX = MLRequest._meta.get_field("response").max_length
-
-
 def _score(mlmodel: MLModel, rows: list, endpoint_name: str) -> list[dict]:
-    """``mlmodel``'s answers to ``rows``, in one inference call (RowsError names bad rows)."""
+    """``mlmodel``'s answers to ``rows``, in one inference call (RowsError names bad rows).
+
+    An answer is stored only if it is one the model was registered with (a label of its
+    ``classes``); a model that fails, or answers anything else, is unavailable (503) and
+    nothing of the request is stored.
+    """
     algorithm = registry.get(mlmodel)
     started = time.perf_counter()
     try:
         scored = algorithm.compute_predictions(rows)
+        strange = next((a for a in scored if a.get("label") not in mlmodel.classes), None)
+        if strange is not None:
+            raise ValueError(f"an answer with a label it does not have: {strange!r}")
     except RowsError:
         raise
     except Exception as exc:  # noqa: BLE001 - a model that fails or answers nonsense
@@ -135,14 +141,11 @@ def _shadow_answers(shadow: MLModel, rows: list, endpoint_name: str) -> list[dic
     """A shadow model's answers to rows production accepted, or None if it cannot give them.
 
     A shadow never costs the client its answer: a shadow that fails to load, refuses a row
-    production accepted, or raises is logged (and counted) and skipped for this request.
+    production accepted, or answers what ``_score`` refuses is logged (and counted) and
+    skipped for this request.
     """
     try:
-        answers = _score(shadow, rows, endpoint_name)
-        if not all(isinstance(a.get("label"), str) and len(a["label"]) <= LABEL_MAX
-                   for a in answers):
-            raise ValueError("an answer without a label the request log can store")
-        return answers
+        return _score(shadow, rows, endpoint_name)
     except Exception as exc:  # noqa: BLE001 - whatever a shadow does, production answers
         log.warning("shadow model %s (id %s) could not score %d rows: %s", shadow, shadow.pk,
                     len(rows), getattr(exc, "log_detail", None) or exc)
@@ -183,7 +186,7 @@ _SHADOWS_CTE = (
 )
 _INSERT_SHADOWS_SQLITE = (
     "INSERT INTO {table} (mlrequest_id, mlmodel_id, full_response, response, created_at) "
-    "SELECT json_extract(value, '$.q'), json_extract(value, '$.m'), "
+    "SELECT json_extract(value, '$.n'), json_extract(value, '$.m'), "
     "json_extract(value, '$.f'), json_extract(value, '$.l'), %s FROM json_each(%s)"
 )
 
@@ -193,11 +196,11 @@ def _store(requests: list[MLRequest], shadowed: list[tuple[MLModel, list[dict]]]
     whose answers were stored. A shadow never costs production its answer: if storing its
     answers fails, they are logged and dropped, and the requests stored alone."""
     if shadowed:
+        # Inside a transaction (a test's), a savepoint lets the retry below still run; served
+        # in autocommit, the one statement needs none.
         try:
-            if connection.in_atomic_block:  # a savepoint, so the retry below can still run
-                with transaction.atomic():
-                    return _insert(requests, shadowed), shadowed
-            return _insert(requests, shadowed), shadowed
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                return _insert(requests, shadowed), shadowed
         except DatabaseError as exc:
             log.warning("shadow answers not stored (%s); storing the requests alone", exc)
     return _insert(requests), []
@@ -205,10 +208,10 @@ def _store(requests: list[MLRequest], shadowed: list[tuple[MLModel, list[dict]]]
 
 def _insert(stored: list[MLRequest],
             shadowed: list[tuple[MLModel, list[dict]]] = ()) -> list[MLRequest]:
-    """Store the requests (and any shadow answers to them) with one INSERT each, in one
-    statement on PostgreSQL; set the requests' ids and creation time."""
-    sql = _INSERT.get(connection.vendor)
-    if sql is None:  # a database this project does not run on: the ORM's own way
+    """Store the requests, and any shadow answers to them, with one INSERT each (one statement
+    on PostgreSQL); set the requests' ids and creation time."""
+    vendor = connection.vendor
+    if vendor not in _INSERT:  # a database this project does not run on: the ORM's own way
         with transaction.atomic():
             MLRequest.objects.bulk_create(stored)
             ShadowPrediction.objects.bulk_create([
@@ -218,28 +221,29 @@ def _insert(stored: list[MLRequest],
         return stored
     when = timezone.now()
     now = connection.ops.adapt_datetimefield_value(when)
+    requests_sql = _INSERT[vendor].format(table=MLRequest._meta.db_table,
+                                          columns=", ".join(INSERT_COLUMNS))
     records = json.dumps([{"m": r.mlmodel_id, "t": r.ab_test_id, "i": r.input_data,
                            "f": r.full_response, "l": r.response} for r in stored])
-    sql = sql.format(table=MLRequest._meta.db_table, columns=", ".join(INSERT_COLUMNS))
-    params = [now, records]
-    shadow_rows = [{"n": index, "q": None, "m": shadow.pk, "f": answer, "l": answer["label"]}
-                   for shadow, answers in shadowed
-                   for index, answer in enumerate(answers, start=1)]
+    shadow_table = ShadowPrediction._meta.db_table
+
+    def shadow_rows(key):  # each answer, tied to its request by ``key(row number)``
+        return json.dumps([{"n": key(n), "m": shadow.pk, "f": answer, "l": answer["label"]}
+                           for shadow, answers in shadowed
+                           for n, answer in enumerate(answers, start=1)])
+
     with connection.cursor() as cursor:
-        if shadowed and connection.vendor == "postgresql":
-            sql = _SHADOWS_CTE.format(requests=sql, table=ShadowPrediction._meta.db_table)
-            params += [now, json.dumps(shadow_rows)]
-        if shadowed and connection.vendor != "postgresql":
-            with transaction.atomic():
-                cursor.execute(sql, params)
-                ids = sorted(row[0] for row in cursor.fetchall())
-                for row in shadow_rows:
-                    row["q"] = ids[row["n"] - 1]
-                cursor.execute(_INSERT_SHADOWS_SQLITE.format(
-                    table=ShadowPrediction._meta.db_table), [now, json.dumps(shadow_rows)])
+        if shadowed and vendor == "postgresql":
+            cursor.execute(_SHADOWS_CTE.format(requests=requests_sql, table=shadow_table),
+                           [now, records, now, shadow_rows(lambda n: n)])
+            ids = sorted(row[0] for row in cursor.fetchall())
         else:
-            cursor.execute(sql, params)
-            ids = sorted(row[0] for row in cursor.fetchall())  # assigned in the rows' order
+            with transaction.atomic() if shadowed else nullcontext():
+                cursor.execute(requests_sql, [now, records])
+                ids = sorted(row[0] for row in cursor.fetchall())  # assigned in the rows' order
+                if shadowed:
+                    cursor.execute(_INSERT_SHADOWS_SQLITE.format(table=shadow_table),
+                                   [now, shadow_rows(lambda n: ids[n - 1])])
     for mlrequest, pk in zip(stored, ids):
         mlrequest.pk, mlrequest.created_at = pk, when
         mlrequest._state.adding = False

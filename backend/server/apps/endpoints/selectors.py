@@ -330,15 +330,10 @@ def shadow_results(mlmodel: MLModel) -> dict:
         only_production_right=Count("id", filter=has_feedback & served_right & ~shadow_right),
     )
     n = counts["feedback"]
-    interval = ab_statistics.wilson_interval(counts["correct"], n)
     p_value = ab_statistics.mcnemar(counts["only_production_right"], counts["only_shadow_right"])
     return {
         "mlmodel": mlmodel.pk,
-        "requests": counts["requests"],
-        "feedback": n,
-        "correct": counts["correct"],
-        "accuracy": counts["correct"] / n if n else None,
-        "ci95": list(interval) if interval else None,
+        **ab_statistics.accuracy(counts["requests"], n, counts["correct"]),
         "paired": {
             "method": "McNemar's exact test on the requests with feedback where exactly one of "
                       "the shadow and the production answer was right",

@@ -9,14 +9,6 @@ from apps.endpoints.exceptions import Conflict
 from apps.endpoints.models import ABTest, MLModel
 
 
-def accuracy(requests: int, feedback: int, correct: int) -> dict:
-    """Live accuracy over a model's requests with feedback, with its 95% Wilson interval."""
-    interval = ab_statistics.wilson_interval(correct, feedback)
-    return {"requests": requests, "feedback": feedback, "correct": correct,
-            "accuracy": correct / feedback if feedback else None,
-            "ci95": list(interval) if interval else None}
-
-
 def ab_test_figures(ab_test: ABTest) -> dict:
     """Everything the A/B test page shows, as data: its HTML and its refreshes use this."""
     results = selectors.ab_test_results(ab_test)

@@ -11,7 +11,7 @@ from django.http import Http404, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from apps.endpoints import selectors, services
+from apps.endpoints import ab_statistics, selectors, services
 from apps.endpoints.exceptions import RegistryError
 from apps.endpoints.models import ABTest, MLModel
 from apps.web import figures
@@ -21,7 +21,7 @@ def home(request):
     rows = selectors.endpoint_overview()
     for row in rows:
         if row["production"]:
-            row["live"] = figures.accuracy(*row["counts"])
+            row["live"] = ab_statistics.accuracy(*row["counts"])
     return render(request, "web/home.html", {"rows": rows})
 
 
@@ -61,7 +61,8 @@ def ab_test_stop(request, pk: int):
 
 def model_page(request, pk: int):
     mlmodel = get_object_or_404(selectors.mlmodel_list(), pk=pk)
-    live = figures.accuracy(*selectors.live_counts([mlmodel.pk]).get(mlmodel.pk, (0, 0, 0)))
+    counts = selectors.live_counts([mlmodel.pk]).get(mlmodel.pk, (0, 0, 0))
+    live = ab_statistics.accuracy(*counts)
     return render(request, "web/model.html", {
         "mlmodel": mlmodel, "live": live, "figures": figures.model_figures(mlmodel),
         "shadow": selectors.shadow_results(mlmodel),

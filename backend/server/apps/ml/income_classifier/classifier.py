@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from apps.ml.base import JOBLIB, ONNX, Algorithm, InputError, RowsError
+from apps.ml.base import JOBLIB, ONNX, Algorithm
 from apps.ml.income_classifier import preprocessing
 
 CLASSES = ["<=50K", ">50K"]
@@ -116,14 +116,7 @@ class IncomeClassifier(Algorithm):
             out.write(model.SerializeToString())
 
     def preprocess(self, rows: list[Any]) -> np.ndarray:
-        problems = {}
-        for index, row in enumerate(rows):
-            try:
-                preprocessing.validate(row)
-            except InputError as exc:
-                problems[index] = exc.problems
-        if problems:
-            raise RowsError(problems)
+        preprocessing.validate_rows(rows)
         return preprocessing.transform(rows, self.params)
 
     def predict(self, features: np.ndarray) -> np.ndarray:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from apps.ml.base import InputError
+from apps.ml.base import InputError, RowsError
 
 NUMERIC = ("age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week")
 CATEGORICAL = (
@@ -90,6 +90,18 @@ def _number(name: str, value: Any, problems: list[str]) -> float:
     else:
         return float(value)
     return math.nan
+
+
+def validate_rows(rows: Sequence[Any]) -> None:
+    """Raise RowsError naming every bad row of a batch and what is wrong with each (validate)."""
+    problems = {}
+    for index, row in enumerate(rows):
+        try:
+            validate(row)
+        except InputError as exc:
+            problems[index] = exc.problems
+    if problems:
+        raise RowsError(problems)
 
 
 def validate(input_data: Any) -> None:

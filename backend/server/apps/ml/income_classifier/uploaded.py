@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from apps.ml.base import ONNX, Algorithm, InputError, RowsError
+from apps.ml.base import ONNX, Algorithm, RowsError
 from apps.ml.income_classifier import preprocessing
 from apps.ml.income_classifier.classifier import CLASSES, POSITIVE
 
@@ -155,14 +155,7 @@ class UploadedIncomeClassifier(Algorithm):
         return algorithm
 
     def preprocess(self, rows: list[Any]) -> dict[str, np.ndarray]:
-        problems = {}
-        for index, row in enumerate(rows):
-            try:
-                preprocessing.validate(row)
-            except InputError as exc:
-                problems[index] = exc.problems
-        if problems:
-            raise RowsError(problems)
+        preprocessing.validate_rows(rows)
         feed = {}
         for name, feature, dtype, rank in self._feeds:
             if dtype is object:
@@ -213,7 +206,8 @@ def _check_whole(values: list, feature: str, dtype) -> None:
 
 
 # onnxruntime's messages name its source file and C++ function before saying what is wrong.
-_RUNTIME_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : |\S*onnxruntime_src\S* [^()]*\(.*?\) ")
+_RUNTIME_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : "
+                            r"|\S*onnxruntime_src\S* [^()]*\(.*?\) ")
 
 
 def _first_line(exc: Exception) -> str:
