@@ -121,6 +121,11 @@ CASES = [
     Case("NUL in a title", "/api/v1/abtests", json.dumps(
         {"title": "a\x00b", "created_by": "x", "mlmodels": MODELS}), 400,
          "title: text must not contain NUL", token=True),
+    Case("endpoint named by a superscript digit", "/api/v1/mlmodels/upload",
+         "--B\r\nContent-Disposition: form-data; name=\"endpoint\"\r\n\r\n\u00b3\r\n"
+         "--B\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nx\r\n--B--\r\n", 400,
+         "no endpoint named (or with id) '\u00b3'", token=True,
+         content_type="multipart/form-data; boundary=B"),
     Case("unknown path under /api/", "/api/v1/nothing/here/at/all", None, 404,
          "no API route matches '/api/v1/nothing/here/at/all'", method="get"),
     Case("unknown path under /api/ by POST", "/api/nothing", "{}", 404, "no API route matches"),

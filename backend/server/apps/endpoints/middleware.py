@@ -37,7 +37,7 @@ class BodyLimitMiddleware:
     def __call__(self, request):
         declared = request.META.get("CONTENT_LENGTH") or "0"
         limit, setting = limit_for(request)
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             refused = body_too_large(int(declared), limit=limit, setting=setting)
             if is_api(request):
                 return json_error(refused)

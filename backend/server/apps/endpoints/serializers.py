@@ -141,7 +141,8 @@ class EndpointRefField(serializers.CharField):
     def run_validation(self, data=serializers.empty):
         value = super().run_validation(data)  # a string of at most max_length first
         found = Endpoint.objects.filter(name=value).first()
-        if found is None and value.isdigit() and len(value) < 19:
+        # isdigit() alone also takes '³' and other digits int() refuses.
+        if found is None and value.isascii() and value.isdigit() and len(value) < 19:
             found = Endpoint.objects.filter(pk=int(value)).first()
         if found is None:
             self.fail("unknown", value=value)
