@@ -166,6 +166,13 @@ def test_the_app_writes_only_to_its_own_empty_dirs(rendered):
     for path in writable:
         assert "emptyDir" in volumes[mounts[path]], path
         assert volumes[mounts[path]]["emptyDir"]["sizeLimit"], path
+    # The cache trims itself below its volume's limit, with room for each worker's file being
+    # written (the kubelet evicts a pod whose emptyDir outgrows its sizeLimit).
+    cache = volumes[mounts[config(rendered)["ARTIFACT_CACHE_DIR"]]]["emptyDir"]["sizeLimit"]
+    assert cache.endswith("Gi")
+    workers = int(config(rendered)["GUNICORN_WORKERS"])
+    assert (int(config(rendered)["ARTIFACT_CACHE_MAX_BYTES"])
+            + workers * int(config(rendered)["MAX_ARTIFACT_BYTES"])) < int(cache[:-2]) * 2**30
 
 
 def test_the_probes_ask_the_apps_health_urls(rendered):

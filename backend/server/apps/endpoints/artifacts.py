@@ -11,6 +11,9 @@
   service makes from the file's sha256 (``models/<sha256>.onnx``), never one a client chose. A
   replica that lacks a file fetches it from the store on first use, checks it, and keeps it in
   ``ARTIFACT_CACHE_DIR`` under its checksum; a cached file is checked again before each load.
+  The cache holds at most ``ARTIFACT_CACHE_MAX_BYTES``: the files least recently used go first.
+  The workers of a replica fetch a given file one at a time (a lock file per checksum), so the
+  first fetches it and the others find it cached.
 
 Loading reads the bytes once, checks them against the recorded sha256, and builds the model
 from those same bytes: the file cannot be swapped between the check and the load, and a file
@@ -18,9 +21,12 @@ altered in the store (or the cache) is refused.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -153,18 +159,12 @@ def _fetch_verified(name: str, expected_sha256: str) -> bytes:
     if match is None or match[1] != expected_sha256:
         raise OutsideStore(f"{name!r} is not the name of a stored artifact with sha256 "
                            f"{expected_sha256}")
-    cached = _cache_path(expected_sha256)
-    try:
-        data = cached.read_bytes()
-    except OSError:
-        pass
-    else:
-        if sha256_bytes(data) == expected_sha256:
-            return data
-        cached.unlink(missing_ok=True)  # damaged: fetched again below
-    data = _read_stored(name)
-    _check(data, expected_sha256, f"the artifact store's {name!r}")
-    _cache_put(expected_sha256, data)
+    with _fetching(expected_sha256):  # the replica's other workers wait, then find it cached
+        data = _cache_get(expected_sha256)
+        if data is None:
+            data = _read_stored(name)
+            _check(data, expected_sha256, f"the artifact store's {name!r}")
+            _cache_put(expected_sha256, data)
     return data
 
 
@@ -172,17 +172,92 @@ def _cache_path(sha256: str) -> Path:
     return Path(settings.ARTIFACT_CACHE_DIR) / sha256
 
 
+PARTIAL, LOCK = ".partial-", ".lock-"
+# A partial file this old was left by a worker killed while writing it.
+ABANDONED_AFTER = 3600
+
+
+@contextmanager
+def _fetching(sha256: str):
+    """Held while one worker fetches an artifact: the replica's other workers wait for it (an
+    advisory lock on a file in the cache folder). A folder that cannot be written only costs the
+    wait: each worker then fetches for itself."""
+    folder = Path(settings.ARTIFACT_CACHE_DIR)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / f"{LOCK}{sha256}", "a")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
+def _cache_get(sha256: str) -> bytes | None:
+    """The cached copy's bytes if they are intact (its use is recorded, for eviction); a damaged
+    copy is removed."""
+    cached = _cache_path(sha256)
+    try:
+        data = cached.read_bytes()
+    except OSError:
+        return None
+    if sha256_bytes(data) != sha256:
+        cached.unlink(missing_ok=True)
+        return None
+    _touch(cached)  # most recently used
+    return data
+
+
+def _touch(path: Path) -> None:
+    """Record a use in the file's mtime, to the nanosecond (the kernel's own file times are
+    coarser, and uses in the same few milliseconds would tie)."""
+    now = time.time_ns()
+    try:
+        os.utime(path, ns=(now, now))
+    except OSError:
+        pass
+
+
 def _cache_put(sha256: str, data: bytes) -> None:
     """Keep a checked artifact on local disk, written whole or not at all (a temporary file
-    renamed into place, so a concurrent reader never sees half a file)."""
+    renamed into place, so a concurrent reader never sees half a file), then trim the cache to
+    its limit. A file over the limit by itself is not kept."""
+    limit = settings.ARTIFACT_CACHE_MAX_BYTES
+    if len(data) > limit:
+        return
     folder = Path(settings.ARTIFACT_CACHE_DIR)
     temporary = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, delete=False, prefix=".partial-") as out:
+        _trim(folder, limit - len(data))
+        with tempfile.NamedTemporaryFile(dir=folder, delete=False, prefix=PARTIAL) as out:
             temporary = out.name
             out.write(data)
         os.replace(temporary, folder / sha256)
+        _touch(folder / sha256)
     except OSError:  # a cache that cannot be written costs a fetch per load, nothing else
         if temporary:
             Path(temporary).unlink(missing_ok=True)
+
+
+def _trim(folder: Path, room: int) -> None:
+    """Remove cached files, least recently used first, until they take at most ``room`` bytes;
+    partial files abandoned by a killed worker go too. Another worker's concurrent trim or read
+    is harmless: a removed file is fetched again, and an open one stays readable."""
+    now, cached = time.time(), []
+    for entry in os.scandir(folder):
+        try:
+            stat = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if entry.name.startswith(PARTIAL) and now - stat.st_mtime > ABANDONED_AFTER:
+            Path(entry.path).unlink(missing_ok=True)
+        elif not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+            cached.append((stat.st_mtime_ns, stat.st_size, entry.path))
+    total = sum(size for _, size, _ in cached)
+    for _, size, path in sorted(cached):
+        if total <= room:
+            break
+        Path(path).unlink(missing_ok=True)
+        total -= size

@@ -4,6 +4,9 @@ cached by a replica that never had it, and served like the built-in models."""
 import hashlib
 import io
 import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -132,6 +135,61 @@ def test_a_replica_without_the_file_fetches_verifies_and_caches_it(api, register
     registry.clear()
     registry.get(mlmodel)
     assert cached.read_bytes() == logreg_onnx
+
+
+def stored(*contents: bytes) -> list[str]:
+    """Put objects in the artifact store (not models: the cache does not look inside)."""
+    shas = [hashlib.sha256(data).hexdigest() for data in contents]
+    for data, sha in zip(contents, shas):
+        artifacts.save_to_store(data, sha, "onnx")
+    return shas
+
+
+def fetch(sha: str) -> bytes:
+    return artifacts.read_verified(f"models/{sha}.onnx", sha, artifacts.STORE)
+
+
+def test_the_cache_keeps_the_most_recently_used_files_within_its_limit(store, settings):
+    a, b, c = (bytes([n]) * 1000 for n in range(3))
+    settings.ARTIFACT_CACHE_MAX_BYTES = 2500
+    cache = store / "cache"
+    sha_a, sha_b, sha_c = stored(a, b)[0], stored(b)[0], None
+    assert fetch(sha_a) == a  # a used after b
+    sha_c = stored(c)[0]
+    assert {p.name for p in cache.iterdir() if not p.name.startswith(".")} == {sha_a, sha_c}
+    assert fetch(sha_b) == b  # fetched from the store again, and a (least recent) goes
+    assert {p.name for p in cache.iterdir() if not p.name.startswith(".")} == {sha_b, sha_c}
+    assert sum(p.stat().st_size for p in cache.iterdir()) <= 2500
+
+    # A file larger than the whole cache is served, not kept; a partial file abandoned by a
+    # killed worker is removed by the next write.
+    settings.ARTIFACT_CACHE_MAX_BYTES = 1500
+    abandoned = cache / ".partial-killed"
+    abandoned.write_bytes(b"x" * 100)
+    os.utime(abandoned, (0, 0))
+    big = b"big" * 1000
+    sha_big = stored(big)[0]
+    assert fetch(sha_big) == big and not (cache / sha_big).exists()
+    (cache / sha_c).unlink()
+    assert fetch(sha_c) == c and not abandoned.exists()
+    assert {p.name for p in cache.iterdir() if not p.name.startswith(".")} == {sha_c}
+
+
+def test_the_workers_of_a_replica_fetch_a_file_once(store, monkeypatch):
+    data = b"model" * 1000
+    sha = stored(data)[0]
+    (store / "cache" / sha).unlink()
+    real_read, reads = artifacts._read_stored, []
+
+    def slow_read(name):
+        reads.append(name)
+        time.sleep(0.2)  # the others arrive while the first fetch is under way
+        return real_read(name)
+
+    monkeypatch.setattr(artifacts, "_read_stored", slow_read)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: fetch(sha), range(4)))
+    assert results == [data] * 4 and len(reads) == 1
 
 
 def test_a_tampered_stored_file_is_refused(api, anon, registered, store, logreg_onnx,
