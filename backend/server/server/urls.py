@@ -11,7 +11,8 @@ urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),
     path("api/v1/", include("apps.endpoints.urls")),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
-    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(
+        url_name="schema", http_method_names=["get", "head"]), name="docs"),
     path("api-auth/", include("rest_framework.urls")),
     path("", include("apps.web.urls")),
     # Any other path under /api/ is a JSON 404, with DEBUG on too (Django's page is HTML).

@@ -2,17 +2,74 @@
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
+from rest_framework.exceptions import ParseError
 
 from apps.endpoints import ab_statistics, selectors, services
 from apps.endpoints.exceptions import RegistryError
+from apps.endpoints.parsers import parse_json_object
 from apps.endpoints.serializers import REGISTRATION_STATUSES
 from apps.endpoints.models import (
     ABTest, ABTestArm, Endpoint, MLModel, MLModelStatus, MLRequest, Status,
 )
 
 
+class ModelAdmin(admin.ModelAdmin):
+    """The admin's lists, with their query parameters held to the API's rules: a NUL (which
+    PostgreSQL refuses in text) or a date beyond the calendar (Django's date hierarchy computes
+    the year after 9999) is the admin's own "invalid lookup" answer, not a 500."""
+
+    def get_changelist_instance(self, request):
+        if any("\x00" in key or any("\x00" in value for value in values)
+               for key, values in request.GET.lists()):
+            raise IncorrectLookupParameters("a NUL character in the query")
+        try:
+            return super().get_changelist_instance(request)
+        except (ValueError, OverflowError) as exc:  # the date hierarchy's year=9999 and beyond
+            raise IncorrectLookupParameters(exc) from exc
+
+
+class MetricsField(forms.JSONField):
+    """A model's offline figures, a JSON object held to the API's rules for JSON (parsers.py):
+    no NaN, infinity, NUL, lone surrogate or nesting deeper than 32 levels."""
+
+    def to_python(self, value):
+        if self.disabled or not isinstance(value, str):
+            return value
+        if not value.strip():
+            return {}
+        try:
+            return parse_json_object(value, "the metrics")
+        except ParseError as exc:
+            raise ValidationError(str(exc.detail), code="invalid") from None
+
+    def bound_data(self, data, initial):
+        """What the form shows again after an error: Django parses it with json.loads, which a
+        deeply nested value takes past the recursion limit."""
+        if self.disabled or data is None:
+            return initial if self.disabled else None
+        try:
+            return parse_json_object(data, "the metrics")
+        except ParseError:
+            return InvalidJSONInput(data)
+
+
+class MLModelChangeForm(forms.ModelForm):
+    metrics = MetricsField(required=False, initial=dict)
+
+    def validate_unique(self):
+        """Every constraint, those on read-only fields too: Django leaves out the ones on fields
+        not in the form, and a new name may clash with the same endpoint's and version's."""
+        try:
+            self.instance.validate_constraints()
+        except ValidationError as exc:
+            self._update_errors(exc)
+
+
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
+class EndpointAdmin(ModelAdmin):
     list_display = ["id", "name", "owner", "created_at"]
     search_fields = ["name", "owner"]
 
@@ -67,6 +124,8 @@ class MLModelStatusInline(RecordInline):
 class MLModelUploadForm(forms.ModelForm):
     """A model version uploaded as an ONNX file, checked here as the API checks it."""
 
+    metrics = MetricsField(required=False, initial=dict)
+
     artifact = forms.FileField(help_text="The ONNX file: the 14 raw features in, a label and "
                                          "class probabilities out (see the README).")
     status = forms.ChoiceField(choices=[(s, s) for s in REGISTRATION_STATUSES],
@@ -91,7 +150,7 @@ class MLModelUploadForm(forms.ModelForm):
 
 
 @admin.register(MLModel)
-class MLModelAdmin(admin.ModelAdmin):
+class MLModelAdmin(ModelAdmin):
     list_display = ["id", "name", "version", "endpoint", "current_status", "accuracy",
                     "artifact_format", "owner", "created_at"]
     list_filter = [StatusFilter, "endpoint", "name", "artifact_format"]
@@ -102,6 +161,7 @@ class MLModelAdmin(admin.ModelAdmin):
                        "artifact_format", "classes", "training_profile", "created_at"]
     inlines = [MLModelStatusInline]
     actions = [_status_action(s) for s in Status.values if s != Status.AB_TESTING]
+    form = MLModelChangeForm
 
     def get_queryset(self, request):
         return selectors.mlmodel_list()
@@ -142,7 +202,7 @@ class MLModelAdmin(admin.ModelAdmin):
 
 
 @admin.register(MLModelStatus)
-class MLModelStatusAdmin(admin.ModelAdmin):
+class MLModelStatusAdmin(ModelAdmin):
     list_display = ["id", "mlmodel", "status", "active", "created_by", "created_at"]
     list_filter = ["status", "active", "endpoint"]
     search_fields = ["mlmodel__name", "created_by"]
@@ -157,7 +217,7 @@ class MLModelStatusAdmin(admin.ModelAdmin):
 
 
 @admin.register(MLRequest)
-class MLRequestAdmin(admin.ModelAdmin):
+class MLRequestAdmin(ModelAdmin):
     list_display = ["id", "mlmodel", "response", "feedback", "correct", "ab_test", "created_at"]
     list_filter = ["mlmodel", "ab_test", ("feedback", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["response", "feedback"]
@@ -220,7 +280,7 @@ class ABTestStartForm(forms.ModelForm):
 
 
 @admin.register(ABTest)
-class ABTestAdmin(admin.ModelAdmin):
+class ABTestAdmin(ModelAdmin):
     list_display = ["id", "title", "endpoint", "state", "figures", "created_by", "created_at",
                     "ended_at"]
     list_filter = ["endpoint", ("ended_at", admin.EmptyFieldListFilter)]

@@ -117,6 +117,15 @@ def parse_json(text: str):
     return checked(data)
 
 
+def parse_json_object(text: str, what: str):
+    """A form field's JSON text that must hold an object (the upload's or the admin's metrics):
+    parsed and checked as a JSON body is; a ParseError saying what is wrong otherwise."""
+    value = parse_json(text)
+    if not isinstance(value, dict):
+        raise ParseError(f"give {what} as a JSON object", code="invalid")
+    return value
+
+
 class SafeFormParser(FormParser):
     """Forms, for the browsable API's HTML forms: the same rules for every field."""
 

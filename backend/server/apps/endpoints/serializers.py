@@ -8,7 +8,7 @@ from rest_framework.exceptions import ParseError
 
 from apps.endpoints import selectors
 from apps.endpoints.exceptions import InvalidInput
-from apps.endpoints.parsers import parse_json
+from apps.endpoints.parsers import parse_json_object
 from apps.endpoints.models import (
     ABTest, Endpoint, MLModel, MLModelStatus, MLRequest, Policy, Status, Strategy,
 )
@@ -175,12 +175,9 @@ class MLModelUploadSerializer(serializers.Serializer):
     def validate_metrics(self, value):
         """A form field holding JSON: parsed and checked as a JSON body is (parsers.py)."""
         try:
-            metrics = parse_json(value)
+            return parse_json_object(value, "the metrics")
         except ParseError as exc:
             raise serializers.ValidationError(str(exc.detail)) from None
-        if not isinstance(metrics, dict):
-            raise serializers.ValidationError("give the metrics as a JSON object")
-        return metrics
 
 
 class MLModelStatusSerializer(serializers.ModelSerializer):

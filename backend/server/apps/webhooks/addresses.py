@@ -21,13 +21,19 @@ class Refused(ValueError):
 
 def check_url(url: str) -> None:
     """Raise Refused when ``url`` may not receive webhooks."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # checked here: out of 0-65535 is a ValueError
+    except ValueError:  # an unclosed [IPv6 address, a port out of range
+        raise Refused(f"{url!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Refused(f"{url!r} is not an http(s) URL")
+    if port == 0:
+        raise Refused(f"{url!r} names port 0, where nothing listens")
     if settings.WEBHOOK_ALLOW_PRIVATE:
         return
     try:
-        found = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)}
+        found = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port or 443)}
     except (socket.gaierror, UnicodeError):
         raise Refused(f"the host {parts.hostname!r} does not resolve") from None
     for address in found:

@@ -2,13 +2,13 @@
 at once."""
 from django.contrib import admin, messages
 
-from apps.endpoints.admin import RecordInline
+from apps.endpoints.admin import ModelAdmin, RecordInline
 from apps.webhooks import services
 from apps.webhooks.models import Attempt, Delivery, Event, Subscriber
 
 
 @admin.register(Subscriber)
-class SubscriberAdmin(admin.ModelAdmin):
+class SubscriberAdmin(ModelAdmin):
     list_display = ["id", "endpoint", "url", "active", "created_by", "created_at"]
     list_filter = ["endpoint", "active"]
     search_fields = ["url"]
@@ -26,7 +26,7 @@ class SubscriberAdmin(admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ModelAdmin):
     list_display = ["id", "type", "endpoint", "created_at"]
     list_filter = ["type", "endpoint"]
     readonly_fields = ["type", "endpoint", "data", "created_at"]
@@ -41,7 +41,7 @@ class AttemptInline(RecordInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(ModelAdmin):
     list_display = ["id", "event", "subscriber", "state", "attempts", "next_attempt_at",
                     "delivered_at"]
     list_filter = ["state", "event__type"]

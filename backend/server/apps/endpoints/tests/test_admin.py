@@ -70,3 +70,53 @@ def test_staff_cannot_point_a_model_at_another_file_or_class(staff, registered):
     add = staff.get("/admin/endpoints/mlmodel/add/").content.decode()
     assert 'name="artifact"' in add and 'type="file"' in add
     assert 'name="artifact_path"' not in add and 'name="code"' not in add
+
+
+@pytest.mark.parametrize("metrics, fragment", [
+    ('{"auc": NaN}', "NaN is not valid JSON"),
+    ('{"auc": 1e999}', "auc: number too large"),
+    ('{"note": "\\u0000"}', "note: text must not contain NUL"),
+    ("[" * 5000 + "]" * 5000, "nested deeper than 32 levels"),
+    ("[1]", "give the metrics as a JSON object"),
+    ("null", "give the metrics as a JSON object"),
+])
+def test_the_admins_metrics_are_held_to_the_apis_json_rules(staff, registered, metrics, fragment):
+    rf = registered["random forest"]
+    response = staff.post(f"/admin/endpoints/mlmodel/{rf.pk}/change/", {
+        "name": rf.name, "description": "x", "owner": "x", "metrics": metrics,
+        "statuses-TOTAL_FORMS": 0, "statuses-INITIAL_FORMS": 0})
+    assert response.status_code == 200 and fragment in response.content.decode()
+    rf.refresh_from_db()
+    assert isinstance(rf.metrics, dict) and rf.description != "x"
+    assert staff.get(f"/models/{rf.pk}").status_code == 200
+
+
+def test_a_rename_that_clashes_with_another_version_is_refused(staff, registered):
+    rf, et = registered["random forest"], registered["extra trees"]
+    assert (rf.endpoint_id, rf.version) == (et.endpoint_id, et.version)
+    response = staff.post(f"/admin/endpoints/mlmodel/{et.pk}/change/", {
+        "name": rf.name, "description": "", "owner": "x", "metrics": "{}",
+        "statuses-TOTAL_FORMS": 0, "statuses-INITIAL_FORMS": 0})
+    assert response.status_code == 200 and "already exists" in response.content.decode()
+    et.refresh_from_db()
+    assert et.name == "extra trees"
+
+
+@pytest.mark.parametrize("query", [
+    "/admin/endpoints/mlmodel/?name=%00", "/admin/endpoints/mlmodel/?status=%00",
+    "/admin/endpoints/mlmodel/?q=%00", "/admin/endpoints/mlrequest/?created_at__year=9999",
+    "/admin/endpoints/mlrequest/?created_at__year=9999&created_at__month=12",
+    "/admin/endpoints/mlrequest/?created_at__year=99999999999999999999",
+    "/admin/webhooks/subscriber/?url=%00",
+])
+def test_a_list_query_beyond_what_a_database_holds_is_the_admins_invalid_lookup(
+        staff, registered, query):
+    response = staff.get(query)
+    assert response.status_code == 302 and response["Location"].endswith("?e=1")
+
+
+def test_a_form_in_another_charset_is_a_400_outside_the_api_too(client, db):
+    response = client.generic("POST", "/admin/login/", b"--B\r\nContent-Disposition: form-data; "
+                           b"name=\"username\"\r\n\r\nx\r\n--B--\r\n",
+                           content_type="multipart/form-data; boundary=B; charset=idna")
+    assert response.status_code == 400 and b"a form is read as UTF-8" in response.content

@@ -264,8 +264,23 @@ def external(graph):
     entry.key, entry.value = "location", "../../../../etc/passwd"
 
 
+def not_utf8(data: bytes, text: str) -> bytes:
+    """The file with a name or domain changed to bytes that are not UTF-8 (protobuf's parser
+    accepts them, and hands them back as bytes where text is expected)."""
+    assert data.count(text.encode()) == 1
+    return data.replace(text.encode(), b"\xff\xfe\xfd\xfc"[:len(text)])
+
+
+def named_node(graph):
+    graph.node[0].name = "QQQQ"
+
+
 @pytest.mark.parametrize("make, fragment", [
     (lambda rf, lr, rows: b"not a model at all", "not an ONNX model"),
+    (lambda rf, lr, rows: not_utf8(onnx_with(opset_domain="ZZZZ"), "ZZZZ"),
+     "the model's OperatorSetIdProto.domain is not UTF-8 text"),
+    (lambda rf, lr, rows: not_utf8(onnx_with(named_node), "QQQQ"),
+     "the model's NodeProto.name is not UTF-8 text"),
     (lambda rf, lr, rows: onnx_with(opset_domain="com.example.custom"),
      "operators outside the standard sets (domains com.example.custom)"),
     (lambda rf, lr, rows: onnx_with(external), "keeps weights in external files"),

@@ -82,6 +82,10 @@ def inspect(data: bytes) -> None:
         raise UnsupportedModel(f"the file is not an ONNX model ({type(exc).__name__})") from None
     if not model.graph.node:
         raise UnsupportedModel("the file is not an ONNX model (its graph has no nodes)")
+    for message in _messages(model):
+        if field := _not_utf8(message):
+            raise UnsupportedModel(f"the model's {type(message).__name__}.{field} is not UTF-8 "
+                                   f"text, as ONNX requires")
     if model.functions:
         raise UnsupportedModel("the model defines functions of its own; export it without")
     foreign = sorted({opset.domain for opset in model.opset_import} - STANDARD_DOMAINS)
@@ -103,6 +107,17 @@ def inspect(data: bytes) -> None:
                 raise UnsupportedModel(
                     f"operator {message.op_type} is not served: only the operators scikit-learn "
                     f"models export to are, none that sizes a tensor from data or loops")
+
+
+def _not_utf8(message) -> str | None:
+    """The name of a text field of ``message`` that holds bytes which are not UTF-8 (protobuf
+    hands those back as bytes, not str, and names, domains and docs are text to everything
+    downstream), or None."""
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_STRING and any(
+                isinstance(item, bytes) for item in (value if field.is_repeated else [value])):
+            return field.name
+    return None
 
 
 def _messages(message):
@@ -144,7 +159,11 @@ class UploadedIncomeClassifier(Algorithm):
         except Exception as exc:  # noqa: BLE001 - onnxruntime's many failure types
             raise UnsupportedModel(f"onnxruntime cannot load the model: {_first_line(exc)}") \
                 from None
-        algorithm = cls(session, _feeds(session.get_inputs()), *_outputs(session.get_outputs()))
+        try:
+            algorithm = cls(session, _feeds(session.get_inputs()),
+                            *_outputs(session.get_outputs()))
+        except UnicodeDecodeError:  # names that are not UTF-8 (inspect refuses them at upload)
+            raise UnsupportedModel("the model's input or output names are not UTF-8") from None
         try:
             algorithm.compute_predictions(PROBE_ROWS)  # each answer checked (postprocess)
         except UnsupportedModel:

@@ -256,7 +256,9 @@ def test_the_worker_delivers_in_a_process_of_its_own_and_stops_on_sigterm(transa
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:5432/", "http://169.254.169.254/latest/",
                                  "http://10.0.0.5/hook", "http://[::1]/hook",
-                                 "http://192.168.1.1/", "ftp://93.184.216.34/"])
+                                 "http://192.168.1.1/", "ftp://93.184.216.34/",
+                                 "http://[::1", "http://93.184.216.34:99999/",
+                                 "http://93.184.216.34:0/"])
 def test_subscribers_go_to_public_addresses_only(api, registered, settings, url):
     settings.WEBHOOK_ALLOW_PRIVATE = False
     response = api.post("/api/v1/subscribers", {
