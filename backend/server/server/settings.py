@@ -258,9 +258,12 @@ if DRIFT_WINDOW < 1:
     raise ImproperlyConfigured(f"DRIFT_WINDOW={DRIFT_WINDOW} must be a positive number of "
                                f"requests, e.g. 1000")
 
+# Database sessions, a cookie that cannot be a session key ignored (apps/endpoints/authentication.py).
+SESSION_ENGINE = "apps.endpoints.authentication"
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apps.endpoints.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.endpoints.permissions.ReadOrTokenOrStaff"],

@@ -211,8 +211,9 @@ def mlrequest_list() -> QuerySet[MLRequest]:
 
 
 def ab_test_results(ab_test: ABTest) -> dict:
-    """A test's figures: computed live while it runs, as frozen at stop afterwards."""
-    if ab_test.ended_at is not None:
+    """A test's figures: computed live while it runs, as frozen at stop afterwards (or, for a
+    stopped test whose row holds none, as its requests give them now)."""
+    if ab_test.ended_at is not None and "models" in (ab_test.results or {}):
         return ab_test.results
     return ab_test_live_results(ab_test)
 

@@ -120,6 +120,19 @@ def test_stop_of_an_unknown_test_is_a_404(api, db):
     assert response.status_code == 404 and "no A/B test with id 999999" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("test_id", ["9" * 5000, "\u0661"])  # beyond int()'s limit; Arabic 1
+def test_a_test_id_that_is_not_a_short_ascii_number_is_no_route(api, db, test_id):
+    response = api.post(f"/api/v1/stop_ab_test/{test_id}")
+    assert response.status_code == 404 and "no API route matches" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/abtests.json", "/api/v1/mlmodels/upload.json",
+                                  "/api/v1/mlmodels.api"])
+def test_format_suffixes_are_no_route(api, db, path):
+    response = api.post(path, {}, format="json")
+    assert response.status_code == 404 and "no API route matches" in response.json()["detail"]
+
+
 def test_abtests_filter_by_running(api, ids):
     test_id = start(api, mlmodels=list(ids)).json()["id"]
     assert [t["id"] for t in api.get("/api/v1/abtests?running=true").json()["results"]] == [

@@ -81,6 +81,15 @@ def test_a_stopped_test_charts_the_feedback_it_was_decided_on(staff, client, ab_
     assert [m["feedback"] for m in data["models"]] == [4, 2]  # the frozen table agrees
 
 
+def test_a_stopped_test_whose_row_holds_no_figures_shows_them_from_its_requests(
+        staff, client, ab_test):
+    staff.post(f"/abtests/{ab_test.pk}/stop")
+    ABTest.objects.filter(pk=ab_test.pk).update(results={})  # a row edited by hand, or older
+    assert client.get(f"/abtests/{ab_test.pk}").status_code == 200
+    data = client.get(f"/abtests/{ab_test.pk}/data").json()
+    assert data["state"] == "stopped" and [m["feedback"] for m in data["models"]] == [4, 2]
+
+
 def test_only_staff_see_and_use_the_stop_button(client, staff, ab_test, django_user_model):
     assert 'id="stop"' in staff.get(f"/abtests/{ab_test.pk}").content.decode()
     plain = django_user_model.objects.create_user("visitor")
