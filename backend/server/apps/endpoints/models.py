@@ -213,7 +213,11 @@ class ABTestArm(models.Model):
 
 
 class MLRequest(models.Model):
-    mlmodel = models.ForeignKey(MLModel, on_delete=models.PROTECT, related_name="requests")
+    # No index of its own: (mlmodel, created_at) below serves lookups by model (as the unique
+    # and composite indexes do for the shadow predictions' keys); each saved index is bytes on
+    # every row of the largest table (README: What scale costs).
+    mlmodel = models.ForeignKey(MLModel, on_delete=models.PROTECT, related_name="requests",
+                                db_index=False)
     ab_test = models.ForeignKey(
         ABTest, on_delete=models.PROTECT, null=True, blank=True, related_name="requests",
         help_text="The A/B test that routed this request, if any.",
@@ -239,9 +243,9 @@ class ShadowPrediction(models.Model):
     the served request is the shadow's feedback too."""
 
     mlrequest = models.ForeignKey(MLRequest, on_delete=models.CASCADE,
-                                  related_name="shadow_predictions")
+                                  related_name="shadow_predictions", db_index=False)
     mlmodel = models.ForeignKey(MLModel, on_delete=models.PROTECT,
-                                related_name="shadow_predictions")
+                                related_name="shadow_predictions", db_index=False)
     full_response = models.JSONField()
     response = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)

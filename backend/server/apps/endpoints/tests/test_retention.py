@@ -282,3 +282,18 @@ def test_predictions_and_feedback_go_on_while_a_prune_runs(sample_row):
     assert result.requests == 30 and left(old) == set()
     assert MLRequest.objects.count() == 3  # the predictions made meanwhile
 
+
+
+@pytest.mark.parametrize("model", [MLRequest, ShadowPrediction])
+def test_the_request_log_has_no_index_another_index_already_covers(db, model):
+    """Every index is bytes on every row of the largest tables: none may be a leading part of
+    another (README: What scale costs)."""
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, model._meta.db_table)
+    indexes = {name: tuple(c["columns"]) for name, c in found.items()
+               if (c["index"] or c["unique"]) and not c["primary_key"]}
+    covered = [(name, columns, other) for name, columns in indexes.items()
+               for other_name, other in indexes.items()
+               if other_name != name and len(other) > len(columns)
+               and other[:len(columns)] == columns]
+    assert covered == []
