@@ -297,3 +297,17 @@ def test_the_request_log_has_no_index_another_index_already_covers(db, model):
                if other_name != name and len(other) > len(columns)
                and other[:len(columns)] == columns]
     assert covered == []
+
+
+def test_dropping_them_leaves_the_foreign_keys_alone(transactional_db):
+    """Migration 0005 drops the indexes only: Django's own AlterField would drop and re-add the
+    foreign keys, and re-adding one reads the whole table under a lock that stops predictions."""
+    call_command("migrate", "endpoints", "0004", verbosity=0)
+    try:
+        with CaptureQueriesContext(connection) as migrated:
+            call_command("migrate", "endpoints", "0005", verbosity=0)
+    finally:
+        call_command("migrate", verbosity=0)
+    changes = [q["sql"] for q in migrated.captured_queries
+               if q["sql"].lstrip().upper().startswith(("ALTER", "DROP", "CREATE", "SET"))]
+    assert len(changes) == 3 and all(sql.startswith("DROP INDEX") for sql in changes), changes
