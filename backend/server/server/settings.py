@@ -9,8 +9,8 @@
                      var/artifact-store) or s3 (AWS_STORAGE_BUCKET_NAME, AWS_S3_ENDPOINT_URL,
                      AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_S3_REGION_NAME)
     ARTIFACT_CACHE_DIR where each replica caches fetched artifacts by checksum; default var/artifact-cache
-    ARTIFACT_CACHE_MAX_BYTES  how much that cache may hold; the least recently used go first
-                     (default 1 GiB)
+    ARTIFACT_CACHE_MAX_BYTES  how much that cache may hold; the least recently loaded go first
+                     (default 1 GiB; 0 keeps no copies)
     MAX_ARTIFACT_BYTES the largest model upload (default 100 MiB)
     CSRF_TRUSTED_ORIGINS  comma-separated origins (https://ml.example.com) for the admin behind TLS
     SECURE_COOKIES   send session/CSRF cookies over HTTPS only; default on unless DEBUG
@@ -192,6 +192,9 @@ ARTIFACT_STORAGE = os.environ.get("ARTIFACT_STORAGE", "local")
 ARTIFACT_CACHE_DIR = Path(os.environ.get("ARTIFACT_CACHE_DIR", REPO_DIR / "var" / "artifact-cache"))
 # Below the disk the cache is on (a Kubernetes emptyDir's sizeLimit evicts the pod when exceeded).
 ARTIFACT_CACHE_MAX_BYTES = env_int("ARTIFACT_CACHE_MAX_BYTES", 1024 * 1024 * 1024)
+if ARTIFACT_CACHE_MAX_BYTES < 0:
+    raise ImproperlyConfigured(f"ARTIFACT_CACHE_MAX_BYTES={ARTIFACT_CACHE_MAX_BYTES}: a size in "
+                               f"bytes, or 0 to keep no copies")
 # The largest artifact an upload may carry (its route's body limit; nginx is given it too).
 MAX_ARTIFACT_BYTES = env_int("MAX_ARTIFACT_BYTES", 100 * 1024 * 1024)
 if ARTIFACT_STORAGE == "local":

@@ -11,7 +11,7 @@
   service makes from the file's sha256 (``models/<sha256>.onnx``), never one a client chose. A
   replica that lacks a file fetches it from the store on first use, checks it, and keeps it in
   ``ARTIFACT_CACHE_DIR`` under its checksum; a cached file is checked again before each load.
-  The cache holds at most ``ARTIFACT_CACHE_MAX_BYTES``: the files least recently used go first.
+  The cache holds at most ``ARTIFACT_CACHE_MAX_BYTES``: the files least recently loaded go first.
   The workers of a replica fetch a given file one at a time (a lock file per checksum), so the
   first fetches it and the others find it cached.
 
@@ -159,12 +159,14 @@ def _fetch_verified(name: str, expected_sha256: str) -> bytes:
     if match is None or match[1] != expected_sha256:
         raise OutsideStore(f"{name!r} is not the name of a stored artifact with sha256 "
                            f"{expected_sha256}")
-    with _fetching(expected_sha256):  # the replica's other workers wait, then find it cached
-        data = _cache_get(expected_sha256)
-        if data is None:
-            data = _read_stored(name)
-            _check(data, expected_sha256, f"the artifact store's {name!r}")
-            _cache_put(expected_sha256, data)
+    data = _cache_get(expected_sha256)
+    if data is None:
+        with _fetching(expected_sha256):  # the replica's other workers wait, then find it cached
+            data = _cache_get(expected_sha256)
+            if data is None:
+                data = _read_stored(name)
+                _check(data, expected_sha256, f"the artifact store's {name!r}")
+                _cache_put(expected_sha256, data)
     return data
 
 
@@ -230,7 +232,7 @@ def _cache_put(sha256: str, data: bytes) -> None:
     temporary = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _trim(folder, limit - len(data))
+        _trim(folder, limit - len(data), replacing=sha256)
         with tempfile.NamedTemporaryFile(dir=folder, delete=False, prefix=PARTIAL) as out:
             temporary = out.name
             out.write(data)
@@ -241,10 +243,15 @@ def _cache_put(sha256: str, data: bytes) -> None:
             Path(temporary).unlink(missing_ok=True)
 
 
-def _trim(folder: Path, room: int) -> None:
-    """Remove cached files, least recently used first, until they take at most ``room`` bytes;
-    partial files abandoned by a killed worker go too. Another worker's concurrent trim or read
-    is harmless: a removed file is fetched again, and an open one stays readable."""
+CACHED_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def _trim(folder: Path, room: int, replacing: str) -> None:
+    """Remove cached files, least recently loaded first, until they take at most ``room`` bytes
+    (the file ``replacing`` is about to be written over, so it does not count); partial files
+    abandoned by a killed worker go too. Only the cache's own files are touched: checksums and
+    partial files. Another worker's concurrent trim or read is harmless: a removed file is
+    fetched again, and an open one stays readable."""
     now, cached = time.time(), []
     for entry in os.scandir(folder):
         try:
@@ -253,7 +260,8 @@ def _trim(folder: Path, room: int) -> None:
             continue
         if entry.name.startswith(PARTIAL) and now - stat.st_mtime > ABANDONED_AFTER:
             Path(entry.path).unlink(missing_ok=True)
-        elif not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+        elif (CACHED_NAME.fullmatch(entry.name) and entry.name != replacing
+              and entry.is_file(follow_symlinks=False)):
             cached.append((stat.st_mtime_ns, stat.st_size, entry.path))
     total = sum(size for _, size, _ in cached)
     for _, size, path in sorted(cached):

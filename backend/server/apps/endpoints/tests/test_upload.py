@@ -149,17 +149,41 @@ def fetch(sha: str) -> bytes:
     return artifacts.read_verified(f"models/{sha}.onnx", sha, artifacts.STORE)
 
 
-def test_the_cache_keeps_the_most_recently_used_files_within_its_limit(store, settings):
+@pytest.fixture
+def store_reads(monkeypatch):
+    """The names the artifact store was read for."""
+    real_read, reads = artifacts._read_stored, []
+
+    def counted(name):
+        reads.append(name)
+        return real_read(name)
+
+    monkeypatch.setattr(artifacts, "_read_stored", counted)
+    return reads
+
+
+def cached(cache) -> set[str]:
+    return {p.name for p in cache.iterdir() if not p.name.startswith(".")}
+
+
+def test_the_cache_keeps_the_most_recently_loaded_files_within_its_limit(store, settings,
+                                                                          store_reads):
     a, b, c = (bytes([n]) * 1000 for n in range(3))
     settings.ARTIFACT_CACHE_MAX_BYTES = 2500
     cache = store / "cache"
-    sha_a, sha_b, sha_c = stored(a, b)[0], stored(b)[0], None
-    assert fetch(sha_a) == a  # a used after b
+    (cache.mkdir(parents=True))
+    (cache / "notes.txt").write_bytes(b"not the cache's" * 1000)  # a folder shared by mistake
+    sha_a, sha_b = stored(a, b)
+    assert cached(cache) == {sha_a, sha_b, "notes.txt"}
+    stored(b)  # the same file again: replaces its own copy, evicts nothing
+    assert cached(cache) == {sha_a, sha_b, "notes.txt"}
+    store_reads.clear()  # saving checks what the store holds
+    assert fetch(sha_a) == a and store_reads == []  # a hit, and now a was loaded after b
     sha_c = stored(c)[0]
-    assert {p.name for p in cache.iterdir() if not p.name.startswith(".")} == {sha_a, sha_c}
-    assert fetch(sha_b) == b  # fetched from the store again, and a (least recent) goes
-    assert {p.name for p in cache.iterdir() if not p.name.startswith(".")} == {sha_b, sha_c}
-    assert sum(p.stat().st_size for p in cache.iterdir()) <= 2500
+    assert cached(cache) == {sha_a, sha_c, "notes.txt"}
+    store_reads.clear()
+    assert fetch(sha_b) == b and len(store_reads) == 1  # from the store again; a goes now
+    assert cached(cache) == {sha_b, sha_c, "notes.txt"}
 
     # A file larger than the whole cache is served, not kept; a partial file abandoned by a
     # killed worker is removed by the next write.
@@ -172,24 +196,23 @@ def test_the_cache_keeps_the_most_recently_used_files_within_its_limit(store, se
     assert fetch(sha_big) == big and not (cache / sha_big).exists()
     (cache / sha_c).unlink()
     assert fetch(sha_c) == c and not abandoned.exists()
-    assert {p.name for p in cache.iterdir() if not p.name.startswith(".")} == {sha_c}
+    assert cached(cache) == {sha_c, "notes.txt"}
 
 
-def test_the_workers_of_a_replica_fetch_a_file_once(store, monkeypatch):
+def test_the_workers_of_a_replica_fetch_a_file_once(store, monkeypatch, store_reads):
     data = b"model" * 1000
     sha = stored(data)[0]
     (store / "cache" / sha).unlink()
-    real_read, reads = artifacts._read_stored, []
+    counted = artifacts._read_stored
 
     def slow_read(name):
-        reads.append(name)
         time.sleep(0.2)  # the others arrive while the first fetch is under way
-        return real_read(name)
+        return counted(name)
 
     monkeypatch.setattr(artifacts, "_read_stored", slow_read)
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: fetch(sha), range(4)))
-    assert results == [data] * 4 and len(reads) == 1
+    assert results == [data] * 4 and len(store_reads) == 1
 
 
 def test_a_tampered_stored_file_is_refused(api, anon, registered, store, logreg_onnx,
