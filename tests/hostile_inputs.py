@@ -127,7 +127,8 @@ CASES = [
          "no endpoint named (or with id) '\u00b3'", token=True,
          content_type="multipart/form-data; boundary=B"),
     Case("form in the punycode charset", PREDICT, "age=37&workclass=%41", 400,
-         "Unsupported charset 'punycode' in request Content-Type header: a form is read as UTF-8",
+         "Unsupported charset 'punycode' in request Content-Type header: a form must be in UTF-8 "
+         "or another charset that keeps ASCII as it is",
          content_type="application/x-www-form-urlencoded; charset=punycode"),
     Case("multipart in the idna charset", PREDICT,
          "--B\r\nContent-Disposition: form-data; name=\"age\"\r\n\r\n37\r\n--B--\r\n", 400,
