@@ -226,12 +226,13 @@ def _cache_put(sha256: str, data: bytes) -> None:
     renamed into place, so a concurrent reader never sees half a file), then trim the cache to
     its limit. A file over the limit by itself is not kept."""
     limit = settings.ARTIFACT_CACHE_MAX_BYTES
-    if len(data) > limit:
-        return
     folder = Path(settings.ARTIFACT_CACHE_DIR)
     temporary = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        if len(data) > limit:  # the others still trimmed to the limit (0: none kept)
+            _trim(folder, limit, replacing="")
+            return
         _trim(folder, limit - len(data), replacing=sha256)
         with tempfile.NamedTemporaryFile(dir=folder, delete=False, prefix=PARTIAL) as out:
             temporary = out.name

@@ -75,7 +75,7 @@ def form_charset_refused(request):
         return None
     try:
         name = codecs.lookup(charset).name
-    except (LookupError, ValueError):  # unknown (Django reads the form as UTF-8), or a NUL
+    except LookupError:  # unknown: Django reads the form as UTF-8
         return None
     if reads_forms(name):
         return None

@@ -185,18 +185,19 @@ def test_the_cache_keeps_the_most_recently_loaded_files_within_its_limit(store, 
     assert fetch(sha_b) == b and len(store_reads) == 1  # from the store again; a goes now
     assert cached(cache) == {sha_b, sha_c, "notes.txt"}
 
-    # A file larger than the whole cache is served, not kept; a partial file abandoned by a
-    # killed worker is removed by the next write.
+    # A file larger than the whole cache is served, not kept (the others are still trimmed to
+    # the limit); a partial file abandoned by a killed worker is removed by the next write.
     settings.ARTIFACT_CACHE_MAX_BYTES = 1500
     abandoned = cache / ".partial-killed"
     abandoned.write_bytes(b"x" * 100)
     os.utime(abandoned, (0, 0))
     big = b"big" * 1000
     sha_big = stored(big)[0]
+    assert cached(cache) == {sha_b, "notes.txt"} and not abandoned.exists()  # c was older
     assert fetch(sha_big) == big and not (cache / sha_big).exists()
-    (cache / sha_c).unlink()
-    assert fetch(sha_c) == c and not abandoned.exists()
-    assert cached(cache) == {sha_c, "notes.txt"}
+    assert fetch(sha_c) == c and cached(cache) == {sha_c, "notes.txt"}
+    settings.ARTIFACT_CACHE_MAX_BYTES = 0  # no copies: those already kept go at the next fetch
+    assert fetch(sha_big) == big and cached(cache) == {"notes.txt"}
 
 
 def test_the_workers_of_a_replica_fetch_a_file_once(store, monkeypatch, store_reads):
