@@ -116,17 +116,14 @@ def predictions_create(
 def _score(mlmodel: MLModel, rows: list, endpoint_name: str) -> list[dict]:
     """``mlmodel``'s answers to ``rows``, in one inference call (RowsError names bad rows).
 
-    An answer is stored only if it is one the model was registered with (a label of its
-    ``classes``); a model that fails, or answers anything else, is unavailable (503) and
-    nothing of the request is stored.
+    A model that fails, or answers what the service cannot store (``check_answers``, in every
+    algorithm's ``compute_predictions``), is unavailable (503) and nothing of the request is
+    stored.
     """
     algorithm = registry.get(mlmodel)
     started = time.perf_counter()
     try:
         scored = algorithm.compute_predictions(rows)
-        strange = next((a for a in scored if a.get("label") not in mlmodel.classes), None)
-        if strange is not None:
-            raise ValueError(f"an answer with a label it does not have: {strange!r}")
     except RowsError:
         raise
     except Exception as exc:  # noqa: BLE001 - a model that fails or answers nonsense

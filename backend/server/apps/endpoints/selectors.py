@@ -277,7 +277,7 @@ def model_drift(mlmodel: MLModel, *, last: int) -> dict:
     if not mlmodel.training_profile:
         raise Conflict(f"model {mlmodel.pk} ({mlmodel}) has no training profile, so its requests "
                        f"have nothing to be compared with; register it from a training manifest "
-                       f"that lists one (research/train.py writes it) or with a training_profile")
+                       f"that lists one (the training script writes it) or with a training_profile")
     rows = served_inputs(mlmodel, last=last)
     try:
         features = drift.psi(mlmodel.training_profile, rows)

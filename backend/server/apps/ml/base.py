@@ -32,6 +32,24 @@ class RowsError(InputError):
                           for problem in problems])
 
 
+class AnswerError(ValueError):
+    """A model answered something the service cannot store or send: a label outside its classes,
+    or a probability outside [0, 1] (NaN included)."""
+
+
+def check_answers(answers: list[dict[str, Any]], classes: list[str]) -> list[dict[str, Any]]:
+    """``answers`` if each has a label of ``classes`` and a probability in [0, 1], or
+    AnswerError naming the first that does not."""
+    for answer in answers:
+        probability = answer.get("probability")
+        if answer.get("label") not in classes or not (
+                isinstance(probability, float) and 0.0 <= probability <= 1.0):
+            raise AnswerError(f"the model answered label {answer.get('label')!r} with probability "
+                              f"{probability!r}; its classes are "
+                              + ", ".join(repr(c) for c in classes))
+    return answers
+
+
 class Algorithm:
     """Base class: subclasses implement ``load`` and the three steps, each over a list of rows."""
 
@@ -58,7 +76,9 @@ class Algorithm:
         raise NotImplementedError
 
     def compute_predictions(self, rows: list[Any]) -> list[dict[str, Any]]:
-        return self.postprocess(self.predict(self.preprocess(rows)))
+        """The answers to ``rows``, each checked (``check_answers``): every model, built in or
+        uploaded, at load's probe and on every request."""
+        return check_answers(self.postprocess(self.predict(self.preprocess(rows))), self.classes)
 
     def compute_prediction(self, row: Any) -> dict[str, Any]:
         return self.compute_predictions([row])[0]

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from apps.ml.base import ONNX, Algorithm, RowsError
+from apps.ml.base import ONNX, Algorithm, AnswerError, RowsError
 from apps.ml.income_classifier import preprocessing
 from apps.ml.income_classifier.classifier import CLASSES, POSITIVE
 
@@ -165,9 +165,11 @@ class UploadedIncomeClassifier(Algorithm):
         except UnicodeDecodeError:  # names that are not UTF-8 (inspect refuses them at upload)
             raise UnsupportedModel("the model's input or output names are not UTF-8") from None
         try:
-            algorithm.compute_predictions(PROBE_ROWS)  # each answer checked (postprocess)
+            algorithm.compute_predictions(PROBE_ROWS)  # each answer checked (check_answers)
         except UnsupportedModel:
             raise
+        except AnswerError as exc:
+            raise UnsupportedModel(str(exc)) from None
         except Exception as exc:  # noqa: BLE001
             raise UnsupportedModel(f"the model fails on the 14 raw features: "
                                    f"{_first_line(exc)}") from None
@@ -202,15 +204,9 @@ class UploadedIncomeClassifier(Algorithm):
                 raise UnsupportedModel(f"the probabilities have shape {probabilities.shape}, not "
                                        f"one column per class ({len(CLASSES)})")
             positive = probabilities[:, sorted(CLASSES).index(POSITIVE)].astype(float).tolist()
-        answers = [{"probability": p, "label": str(label)}
-                   for label, p in zip(np.asarray(labels).ravel().tolist(), positive)]
-        for answer in answers:  # what the service stores and answers with, every time
-            if answer["label"] not in CLASSES or not 0.0 <= answer["probability"] <= 1.0:
-                raise UnsupportedModel(
-                    f"the model answered label {answer['label']!r} with probability "
-                    f"{answer['probability']!r}; the endpoint's classes are "
-                    + ", ".join(repr(c) for c in CLASSES))
-        return answers
+        # Checked by compute_predictions (check_answers), as every model's answers are.
+        return [{"probability": p, "label": str(label)}
+                for label, p in zip(np.asarray(labels).ravel().tolist(), positive)]
 
 
 def _check_whole(values: list, feature: str, dtype) -> None:
