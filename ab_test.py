@@ -130,7 +130,10 @@ def send(client: Client, endpoint: str, index: int, row: dict, user_keys: bool,
     try:
         answer = client.call("POST", f"/{endpoint}/predict", params=params, json=features)
     except Failure as exc:
-        if exc.status == 404 and "no A/B test is running" in str(exc):
+        # A 404 from predict: the test has stopped (itself, or someone stopped it), if the
+        # service lists none running now; any other 404 is a failure.
+        if exc.status == 404 and not client.call("GET", "/abtests", params={
+                "endpoint_name": endpoint, "running": "true"})["results"]:
             ended.set()
             return None
         raise

@@ -18,7 +18,7 @@ def test_the_request_log_benchmark_measures_both_tables_and_two_prune_runs():
     url = (f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/"
            f"request_log_bench_test")
     run = run_script([sys.executable, "benchmarks/request_log_cost.py", "--rows", "4000",
-                      "--database-url", url], timeout=300)
+                      "--database-url", url])
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     assert "endpoints_mlrequest (4,000 rows)" in out, out

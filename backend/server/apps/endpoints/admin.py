@@ -184,7 +184,7 @@ class MLModelAdmin(ModelAdmin):
         if change:
             return super().save_model(request, obj, form, change)
         data = form.cleaned_data
-        created = services.mlmodel_upload(
+        created = services.mlmodel_upload_checked(  # the form's clean() ran the checks
             endpoint=data["endpoint"], name=data["name"], version=data["version"],
             artifact=form.artifact_bytes, owner=request.user.get_username(),
             description=data["description"], metrics=data["metrics"], status=data["status"],

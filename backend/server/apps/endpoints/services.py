@@ -215,6 +215,18 @@ def mlmodel_upload(
     checksum; every replica then fetches, verifies and caches it on first use.
     """
     mlmodel_upload_check(endpoint=endpoint, name=name, version=version, artifact=artifact)
+    return mlmodel_upload_checked(endpoint=endpoint, name=name, version=version,
+                                  artifact=artifact, owner=owner, description=description,
+                                  metrics=metrics, status=status, created_by=created_by)
+
+
+def mlmodel_upload_checked(*, endpoint: Endpoint, name: str, version: str, artifact: bytes,
+                           owner: str, description: str = "",
+                           metrics: dict[str, Any] | None = None, status: str = Status.TESTING,
+                           created_by: str = "") -> MLModel:
+    """``mlmodel_upload`` once ``mlmodel_upload_check`` has passed (the admin's form runs it
+    to show problems beside the fields): the file stored and the version registered. A version
+    registered meanwhile under the same name is still a Conflict (the database's constraint)."""
     checksum = sha256_bytes(artifact)
     expected = list(UploadedIncomeClassifier.classes)
     try:

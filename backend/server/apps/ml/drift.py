@@ -77,17 +77,8 @@ def _value(row: Any, name: str) -> Any:
 
 def _numbers(rows: Sequence[Any], name: str) -> np.ndarray:
     """One feature of every row as floats; NaN where it is not a finite number."""
-    def number(value: Any) -> float:
-        # bool is an int subclass, but not a number preprocessing accepts.
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return math.nan
-        try:
-            value = float(value)
-        except OverflowError:  # an integer of hundreds of digits
-            return math.nan
-        return value if math.isfinite(value) else math.nan
-
-    return np.fromiter((number(_value(row, name)) for row in rows), dtype=float,
+    values = (_value(row, name) for row in rows)
+    return np.fromiter((float(v) if _is_number(v) else math.nan for v in values), dtype=float,
                        count=len(rows))
 
 
@@ -213,6 +204,7 @@ def drifted(result: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def _is_number(value: Any) -> bool:
+    """A finite int or float (bool is an int subclass, but not a number preprocessing accepts)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     try:

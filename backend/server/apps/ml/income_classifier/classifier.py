@@ -32,6 +32,17 @@ ONNX_PROBABILITIES = "probabilities"
 Scorer = Callable[[np.ndarray], np.ndarray]
 
 
+def onnx_session(data: bytes):
+    """An onnxruntime session for a model's bytes, as every worker runs one: one thread, on the
+    CPU (a worker is one process per core)."""
+    import onnxruntime  # imported here: a joblib-only worker never loads it
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
 class IncomeClassifier(Algorithm):
     name: str = ""
     version: str = "0.0.1"
@@ -76,13 +87,7 @@ class IncomeClassifier(Algorithm):
 
     @classmethod
     def _from_onnx(cls, data: bytes) -> "IncomeClassifier":
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        session = onnxruntime.InferenceSession(data, options,
-                                               providers=["CPUExecutionProvider"])
+        session = onnx_session(data)
         meta = session.get_modelmeta().custom_metadata_map
         positive = json.loads(meta["classes"]).index(POSITIVE)
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from apps.ml.base import ONNX, Algorithm, AnswerError, RowsError
 from apps.ml.income_classifier import preprocessing
-from apps.ml.income_classifier.classifier import CLASSES, POSITIVE
+from apps.ml.income_classifier.classifier import CLASSES, POSITIVE, onnx_session
 
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml"}
 NUMERIC_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
@@ -148,14 +148,8 @@ class UploadedIncomeClassifier(Algorithm):
         UnsupportedModel saying why otherwise."""
         if artifact_format != ONNX:
             raise UnsupportedModel(f"uploaded models are ONNX files, not {artifact_format}")
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         try:
-            session = onnxruntime.InferenceSession(data, options,
-                                                   providers=["CPUExecutionProvider"])
+            session = onnx_session(data)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's many failure types
             raise UnsupportedModel(f"onnxruntime cannot load the model: {_first_line(exc)}") \
                 from None
