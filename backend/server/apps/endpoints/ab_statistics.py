@@ -225,10 +225,15 @@ def results(arms: list[ArmCounts], *, alpha: float = ALPHA, policy: str = "best"
         out["leader"] = leader.mlmodel
         out["tie"] = any(a.correct * leader.feedback == leader.correct * a.feedback
                          for a in judged[1:])
-        pairs = max(1, len(arms) * (len(arms) - 1) // 2)
-        out["comparisons"] = [_comparison(leader, other, alpha, pairs) for other in judged[1:]]
+        out["comparisons"] = [_comparison(leader, other, alpha, _pairs(arms))
+                              for other in judged[1:]]
     out["decision"] = _decision(out, arms, judged)
     return out
+
+
+def _pairs(arms: list[ArmCounts]) -> int:
+    """The comparisons a test of these models could make: what Bonferroni divides alpha by."""
+    return max(1, len(arms) * (len(arms) - 1) // 2)
 
 
 def _name(arm: ArmCounts) -> str:
@@ -284,11 +289,10 @@ def _significant_challenger(out: dict, arms: list[ArmCounts], judged: list[ArmCo
     """The most accurate model after the leader that the always-valid test shows better than
     the incumbent, with that comparison; None if there is none. (Only models ranked above the
     incumbent can be better than it.)"""
-    pairs = max(1, len(arms) * (len(arms) - 1) // 2)
     for challenger in judged[1:]:
         if challenger is incumbent:
             return None
-        comparison = _comparison(challenger, incumbent, out["alpha"], pairs)
+        comparison = _comparison(challenger, incumbent, out["alpha"], _pairs(arms))
         if comparison["sequential"]["significant"]:
             return challenger, comparison
     return None

@@ -84,6 +84,7 @@ def read(artifact_path: str) -> tuple[Path, bytes]:
 
 
 BUNDLED, STORE = "bundled", "store"
+SOURCES = (BUNDLED, STORE)  # MLModel.artifact_source
 
 
 def read_verified(artifact_path: str, expected_sha256: str, source: str = BUNDLED) -> bytes:

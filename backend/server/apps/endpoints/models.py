@@ -9,6 +9,7 @@ endpoint, statuses from a known set.
 from django.db import models
 from django.db.models import Q
 
+from apps.endpoints import artifacts
 from apps.endpoints.exceptions import InvalidInput
 from apps.ml.base import FORMATS, JOBLIB
 
@@ -67,7 +68,7 @@ class MLModel(models.Model):
     owner = models.CharField(max_length=128)
     created_at = models.DateTimeField(auto_now_add=True)
     artifact_source = models.CharField(
-        max_length=16, choices=[("bundled", "bundled"), ("store", "store")], default="bundled",
+        max_length=16, choices=[(s, s) for s in artifacts.SOURCES], default=artifacts.BUNDLED,
         help_text="bundled: a file of ML_ARTIFACTS_DIR, trained into every image; store: "
                   "uploaded to the artifact store (ARTIFACT_STORAGE), fetched by each replica.",
     )

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
-from apps.endpoints import services
+from apps.endpoints import artifacts, services
 from apps.endpoints.exceptions import Conflict, InvalidInput
 from apps.endpoints.models import Endpoint, MLModel, Status
 
@@ -72,7 +72,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"{label}: already registered")
                 return
             self.stdout.write(self.style.SUCCESS(f"{label}: registered"))
-        elif existing.artifact_source != "bundled":
+        elif existing.artifact_source != artifacts.BUNDLED:
             raise CommandError(f"{label}: this version was uploaded to the artifact store; the "
                                f"manifest's file of the same name and version is not registered "
                                f"over it (give the trained model another version)")
